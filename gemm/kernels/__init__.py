@@ -1,0 +1,34 @@
+"""Kernel backends, looked up by name.
+
+Backends are imported lazily so that, e.g., the CUTLASS backend's needs
+(nvcc, headers) never get in the way of the Triton one.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from gemm.kernels.base import Backend
+
+_BACKENDS = {
+    "triton": ("gemm.kernels.triton_fp8", "TritonBackend"),
+    "cutlass": ("gemm.kernels.cutlass.backend", "CutlassBackend"),
+    "cublas": ("gemm.kernels.cublas", "CublasBackend"),
+}
+_INSTANCES: dict[str, Backend] = {}
+
+
+def backend_names() -> list[str]:
+    """Names of every known backend, in preference order for ties."""
+    return list(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name`` ("triton", "cutlass", "cublas"); ValueError for an unknown name."""
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {backend_names()}")
+    if name not in _INSTANCES:
+        module_name, class_name = _BACKENDS[name]
+        module = importlib.import_module(module_name)
+        _INSTANCES[name] = getattr(module, class_name)()
+    return _INSTANCES[name]

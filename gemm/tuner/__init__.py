@@ -1,0 +1,1 @@
+"""The tuner: search spaces, runner, results log, selection, CLI."""
