@@ -1,0 +1,199 @@
+"""Benchmark the Triton backend against its peers on DeepSeek-V3 shapes (needs a CUDA GPU).
+
+Peers, measured side by side in one process: cuBLAS blockwise (``torch._scaled_mm``
+with 1x128 / 128x128 scales, verified), cuBLAS per-tensor FP8 (the speed of FP8
+without block scales), the classic block-FP8 Triton kernel at the default config
+engines fall back to, and bf16 ``torch.matmul``. Our kernel: the best of a modest
+per-point sweep (every candidate verified first) and the untuned heuristic.
+
+Writes ``<out>/bench_rows.csv`` (every candidate), ``<out>/bench_best.csv`` (best per
+peer and point) and prints a table with each point's floor plus geomean ratios.
+
+    python scripts/bench_peers.py --out bench_out [--m 1,16,128] [--shapes 7168,2048 2112,7168]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lib import cold_l2_copies, floor_us, geomean, graph_time_us, make_input_sets, measure_ceilings  # noqa: E402
+
+from gemm.arch import detect_arch  # noqa: E402
+from gemm.kernels.classic_triton import CLASSIC_DEFAULT, classic_block_fp8_matmul  # noqa: E402
+from gemm.kernels.cublas import cublas_scale_layouts  # noqa: E402
+from gemm.kernels.triton_fp8 import TritonBackend, TritonParams, launch  # noqa: E402
+from gemm.problem import GemmProblem  # noqa: E402
+from gemm.reference import reference_matmul, relative_error  # noqa: E402
+
+SHAPES = [(2112, 7168), (3072, 1536), (4096, 512), (7168, 2048), (4608, 7168), (7168, 2304),
+          (576, 7168), (36864, 7168), (7168, 18432)]
+M_VALUES = [1, 3, 16, 64, 100, 128, 512, 1024, 4096]
+TOLERANCE = 1e-2
+
+
+def modest_triton_space(problem: GemmProblem, arch) -> list[TritonParams]:
+    """A few dozen candidates per point, chosen by M range (decode / mid / prefill)."""
+    m = problem.m
+    out = []
+    if m <= 64:
+        block_ms = (32, 64) if m > 32 else (16, 32)
+        for bm in block_ms:
+            for bn in (64, 128):
+                for split in (1, 2, 4, 8):
+                    for tma in (False, True):
+                        out.append(TritonParams(bm, bn, 128, 8, 4, 4, split, tma, False))
+    elif m <= 512:
+        for bm, bn, warps in ((64, 128, 4), (64, 256, 8), (128, 128, 8), (128, 256, 8)):
+            for split in (1, 2, 4):
+                for tma in (False, True):
+                    out.append(TritonParams(bm, bn, 128, 8, warps, 3, split, tma, False))
+    else:
+        for bm, bn, warps in ((128, 128, 8), (128, 256, 8), (64, 256, 8), (128, 128, 4)):
+            for stages in (3, 4):
+                for tma, persistent in ((False, False), (True, False), (True, True)):
+                    out.append(TritonParams(bm, bn, 128, 8, warps, stages, 1, tma, persistent))
+    backend = TritonBackend()
+    return [p for p in dict.fromkeys(out) if backend.check(problem, p, arch) is None]
+
+
+def _peer_callables(m, n, k, sets):
+    """name -> (fn, per-copy args, verify?) for every peer at this point."""
+    peers = {}
+    peers["classic_default"] = (lambda a, b, sa, sb: classic_block_fp8_matmul(a, b, sa, sb, CLASSIC_DEFAULT),
+                                sets, True)
+    m4 = (m + 3) // 4 * 4
+    cub_sets = []
+    for a, b, sa, sb in sets:
+        a_pad = torch.cat([a, a[-1:].expand(m4 - m, -1)]) if m4 != m else a
+        sa_c, sb_c = cublas_scale_layouts(sa, sb, m4)
+        cub_sets.append((a_pad, b, sa_c, sb_c))
+    peers["cublas_blockwise"] = (
+        lambda a, b, sa, sb: torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)[:m],
+        cub_sets, True)
+    m16 = (m + 15) // 16 * 16
+    one = torch.ones((), device="cuda")
+    pt_sets = [(torch.cat([a, a[-1:].expand(m16 - m, -1)]) if m16 != m else a, b) for a, b, _, _ in sets]
+    peers["cublas_per_tensor"] = (
+        lambda a, b: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16),
+        pt_sets, False)
+    bf_sets = [(a.to(torch.bfloat16), b.to(torch.bfloat16)) for a, b, _, _ in sets[: max(2, len(sets) // 2)]]
+    peers["bf16_matmul"] = (lambda a, b: torch.matmul(a, b.t()), bf_sets, False)
+    return peers
+
+
+def bench_point(m, n, k, arch, ceilings, rows, sweep=True):
+    problem = GemmProblem(m, n, k)
+    bytes_per_set = n * k + m * k + 4 * (m + n) * math.ceil(k / 128)
+    copies = cold_l2_copies(bytes_per_set, arch.l2_bytes)
+    sets = make_input_sets(m, n, k, copies)
+    ref = reference_matmul(*sets[0])
+    floor = floor_us(m, n, k, ceilings)
+
+    def record(peer, config, fn, arg_sets, verify):
+        err, status = float("nan"), "OK"
+        try:
+            if verify:
+                err = relative_error(fn(*arg_sets[0]), ref)
+                if not err <= TOLERANCE:
+                    status = "WRONG_RESULT"
+            t = graph_time_us(fn, arg_sets) if status == "OK" else None
+        except Exception as exc:  # a benchmark records failures and goes on
+            status, t = f"FAILED: {type(exc).__name__}: {str(exc)[:200]}", None
+        us = t.us if t else float("nan")
+        rows.append(dict(M=m, N=n, K=k, peer=peer, config=config, status=status, rel_err=err, us=us,
+                         spread=t.spread if t else float("nan"), tflops=2 * m * n * k / us / 1e6 if t else float("nan"),
+                         floor_us=floor, frac_floor=floor / us if t else float("nan")))
+
+    for peer, (fn, arg_sets, verify) in _peer_callables(m, n, k, sets).items():
+        record(peer, "", fn, arg_sets, verify)
+    backend = TritonBackend()
+    default = backend.default_params(problem, arch)
+    record("triton_heuristic", default.short(), lambda *xs, p=default: launch(*xs, p), sets, True)
+    if sweep:
+        for params in modest_triton_space(problem, arch):
+            record("triton_sweep", params.short(), lambda *xs, p=params: launch(*xs, p), sets, True)
+    del sets
+    torch.cuda.empty_cache()
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    ok = rows[rows.status == "OK"]
+    best = ok.loc[ok.groupby(["M", "N", "K", "peer"]).us.idxmin()]
+    table = best.pivot_table(index=["N", "K", "M"], columns="peer", values="us")
+    floors = rows.groupby(["N", "K", "M"]).floor_us.first()
+    table["floor_us"] = floors
+    if "triton_sweep" in table:
+        table["ours"] = table[["triton_sweep", "triton_heuristic"]].min(axis=1)
+    else:
+        table["ours"] = table["triton_heuristic"]
+    return table
+
+
+def print_report(table: pd.DataFrame, ceilings) -> None:
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_rows", 500)
+    shown = table.copy()
+    shown["ours_frac_floor"] = shown.floor_us / shown.ours
+    print(shown.round(2).to_string())
+    print(f"\nceilings: FP8 per-tensor {ceilings.fp8_tflops:.0f} TFLOPS, bf16 {ceilings.bf16_tflops:.0f} TFLOPS, "
+          f"copy {ceilings.copy_tbps:.2f} TB/s")
+    ms = table.index.get_level_values("M")
+    print("\ngeomean speed-up of ours (best of sweep) over each peer (>1: ours faster)")
+    header = f"{'peer':<20}{'all':>8}{'M<=64':>8}{'M<=128':>8}{'M>=1024':>9}"
+    print(header)
+    for peer in ("classic_default", "cublas_blockwise", "cublas_per_tensor", "bf16_matmul", "triton_heuristic"):
+        if peer not in table:
+            continue
+        ratio = table[peer] / table.ours
+        cells = [geomean(ratio), geomean(ratio[ms <= 64]), geomean(ratio[ms <= 128]), geomean(ratio[ms >= 1024])]
+        print(f"{peer:<20}" + "".join(f"{c:>8.3f}" for c in cells))
+    print(f"geomean fraction of floor, ours: {geomean(table.floor_us / table.ours):.3f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench_out"))
+    parser.add_argument("--m", default=",".join(map(str, M_VALUES)), help="comma-separated M values")
+    parser.add_argument("--shapes", nargs="*", default=[f"{n},{k}" for n, k in SHAPES], help="N,K pairs")
+    parser.add_argument("--no-sweep", action="store_true", help="time only the heuristic config of ours")
+    parser.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new points after this")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_peers.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    try:
+        m_values = [int(v) for v in args.m.split(",")]
+        shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes]
+    except ValueError:
+        parser.error("--m takes integers like 1,16,128 and --shapes pairs like 7168,2048")
+    args.out.mkdir(parents=True, exist_ok=True)
+    arch = detect_arch()
+    ceilings = measure_ceilings()
+    print(f"{arch.device_name}: {ceilings}", flush=True)
+    rows: list[dict] = []
+    start = time.time()
+    for n, k in shapes:
+        for m in m_values:
+            if time.time() - start > args.budget_s:
+                print(f"budget reached; skipping M={m} N={n} K={k} and later points", flush=True)
+                break
+            bench_point(m, n, k, arch, ceilings, rows, sweep=not args.no_sweep)
+            pd.DataFrame(rows).to_csv(args.out / "bench_rows.csv", index=False)
+            print(f"done M={m:>5} N={n:>5} K={k:>5}  ({time.time() - start:.0f}s)", flush=True)
+    frame = pd.DataFrame(rows)
+    table = summarize(frame)
+    table.to_csv(args.out / "bench_best.csv")
+    print_report(table, ceilings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
