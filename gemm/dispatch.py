@@ -1,18 +1,56 @@
 """Choosing the backend and params the op runs for a problem on a device.
 
-Order: the tuned config of the device (when one covers the problem), else the
-Triton backend's documented heuristic (``TritonBackend.default_params``).
+Order:
+
+1. The device's tuned config for (N, K, block shape): the file
+   ``gemm.envs.config_root()/<device_name>/N=..,K=..,device_name=..,dtype=fp8_w8a8,block_shape=[..].json``
+   (``GEMM_CONFIG_DIR`` overrides the root; ``device_name`` is torch's name with
+   spaces replaced by underscores, as engines spell it). The entry at the tuned
+   M nearest to the problem's M is used (ties: the smaller tuned M; see
+   ``gemm.configs.nearest_entry``). When that entry cannot run here (unknown or
+   unavailable backend, params its backend rejects, or its ``check`` refuses the
+   problem, e.g. a cuBLAS entry at an M cuBLAS cannot do), the next-nearest
+   entry of the same file is tried, and so on.
+2. The Triton backend's documented heuristic (``TritonBackend.default_params``).
+
+Each reason to leave the tuned path is reported once per process as a
+``gemm.configs.ConfigWarning``: no file for (device, N, K, block); a corrupt or
+mismatched file (never an exception); an entry skipped (per file, M and reason).
+Under ``TRITON_INTERPRET=1`` with CPU tensors, configs are looked up under the
+device name ``"CPU_interpreter"``, so a CPU run can tune, write and dispatch.
+The op caches ``choose`` per problem and device; ``clear_caches`` resets that,
+the config cache and the warnings already given.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+import warnings
+from pathlib import Path
+
+import torch
 
 from gemm import envs
 from gemm.arch import ArchSpec, detect_arch, interpreter_arch
+from gemm.configs import ConfigError, ConfigWarning, config_path, find_config, forget_cached, ranked_entries
+from gemm.configs.schema import ConfigEntry
 from gemm.kernels import get_backend
 from gemm.kernels.base import Backend, KernelParams
 from gemm.problem import GemmInputError, GemmProblem
+
+INTERPRETER_DEVICE_NAME = interpreter_arch().config_device_name  # "CPU_interpreter"
+
+_WARNED: set[tuple] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    warnings.warn(message, ConfigWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=16)
@@ -27,11 +65,78 @@ def arch_for_device(device_type: str, device_index: int | None) -> ArchSpec:
 
 
 def heuristic_choice(problem: GemmProblem, arch: ArchSpec) -> tuple[Backend, KernelParams]:
+    """The Triton backend with its documented untuned params for ``problem``."""
     backend = get_backend("triton")
     return backend, backend.default_params(problem, arch)
 
 
+def _entry_choice(entry: ConfigEntry, problem: GemmProblem, arch: ArchSpec,
+                  device: torch.device | None) -> tuple[tuple[Backend, KernelParams] | None, str | None]:
+    """((backend, params), None) if ``entry`` can run ``problem`` here, else (None, why not)."""
+    try:
+        backend = get_backend(entry.backend)
+    except ValueError as exc:
+        return None, str(exc)
+    except ImportError as exc:
+        return None, f"backend {entry.backend!r} cannot be loaded: {exc}"
+    unavailable = backend.unavailable_reason(device)
+    if unavailable is not None:
+        return None, f"backend {entry.backend!r} is unavailable: {unavailable}"
+    try:
+        params = backend.params_from_dict(entry.params)
+    except (TypeError, ValueError) as exc:
+        return None, f"bad {entry.backend} params: {exc}"
+    rejected = backend.check(problem, params, arch)
+    if rejected is not None:
+        return None, f"{entry.backend} params {params.short()} rejected: {rejected}"
+    return (backend, params), None
+
+
+def tuned_choice(problem: GemmProblem, arch: ArchSpec, device: torch.device | None = None,
+                 root: Path | None = None) -> tuple[Backend, KernelParams] | None:
+    """(backend, params) from the tuned config of ``arch``'s device for ``problem``, or None (warned once why)."""
+    device_name = arch.config_device_name
+    block = (problem.block_n, problem.block_k)
+    path = config_path(root if root is not None else envs.config_root(), device_name, problem.n, problem.k, block)
+    try:
+        config = find_config(device_name, problem.n, problem.k, block, root)
+    except ConfigError as exc:
+        _warn_once(("corrupt", str(path)),
+                   f"ignoring a tuned config that cannot be used: {exc}. Using the Triton heuristic; "
+                   f"check the file with `gemm validate {path}`")
+        return None
+    if config is None:
+        _warn_once(("missing", device_name, problem.n, problem.k, block),
+                   f"no tuned config for N={problem.n} K={problem.k} block_shape={list(block)} on {device_name}: "
+                   f"looked for {path}. Using the Triton heuristic; tune this shape on this GPU with "
+                   f"`gemm tune --shape {problem.n},{problem.k}`, or point GEMM_CONFIG_DIR at a directory "
+                   f"holding {device_name}/ configs")
+        return None
+    for tuned_m, entry in ranked_entries(config, problem.m):
+        choice, reason = _entry_choice(entry, problem, arch, device)
+        if choice is not None:
+            return choice
+        _warn_once(("entry", str(path), tuned_m, reason),
+                   f"tuned config {path}: the entry for M={tuned_m} ({entry.backend}) cannot run {problem} here: "
+                   f"{reason}; trying the next-nearest tuned M")
+    _warn_once(("unusable", str(path)),
+               f"tuned config {path}: no entry can run on this device (first seen for {problem}); "
+               f"using the Triton heuristic")
+    return None
+
+
 def choose(problem: GemmProblem, device_type: str, device_index: int | None) -> tuple[Backend, KernelParams]:
-    """(backend, params) to run ``problem`` on the given device."""
+    """(backend, params) to run ``problem`` on the given device: tuned config first, else the heuristic."""
     arch = arch_for_device(device_type, device_index)
-    return heuristic_choice(problem, arch)
+    device = torch.device(device_type, device_index) if device_type == "cuda" else None
+    return tuned_choice(problem, arch, device) or heuristic_choice(problem, arch)
+
+
+def clear_caches() -> None:
+    """Forget cached configs, kernels chosen by the op and warnings given (e.g. after writing new configs)."""
+    from gemm import ops  # the op imports this module
+
+    forget_cached()
+    with _WARNED_LOCK:
+        _WARNED.clear()
+    ops._kernel_for.cache_clear()

@@ -1,0 +1,44 @@
+"""Tuned-config files: schema, atomic merged writes, lookup by nearest M, engine export/import, validation.
+
+Native files live in ``<root>/<device_name>/`` (root: ``GEMM_CONFIG_DIR`` or the
+project's ``tuned_configs/``), one per (N, K, weight-scale block), named as
+vLLM names its block-FP8 configs. See ``gemm.configs.schema`` for the content,
+``gemm.configs.engines`` for the vLLM/SGLang formats.
+
+This package is used by the run-time op: it must not import pandas.
+"""
+
+from gemm.configs.engines import ENGINE_KEYS, export_config, import_config
+from gemm.configs.naming import ParsedName, config_filename, config_path, parse_config_filename
+from gemm.configs.schema import (
+    PROVENANCE_KINDS, SCHEMA_VERSION, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance,
+)
+from gemm.configs.store import (
+    find_config, forget_cached, load_config_file, merge_configs, nearest_entry, ranked_entries, write_config,
+)
+from gemm.configs.validation import validate_config_file
+
+__all__ = [
+    "ENGINE_KEYS",
+    "PROVENANCE_KINDS",
+    "SCHEMA_VERSION",
+    "ConfigEntry",
+    "ConfigError",
+    "ConfigFile",
+    "ConfigWarning",
+    "ParsedName",
+    "Provenance",
+    "config_filename",
+    "config_path",
+    "export_config",
+    "find_config",
+    "forget_cached",
+    "import_config",
+    "load_config_file",
+    "merge_configs",
+    "nearest_entry",
+    "parse_config_filename",
+    "ranked_entries",
+    "validate_config_file",
+    "write_config",
+]

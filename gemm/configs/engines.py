@@ -1,0 +1,207 @@
+"""Export to and import from vLLM's and SGLang's block-FP8 Triton config files.
+
+Both engines read ``{"<M>": {"BLOCK_SIZE_M": .., "BLOCK_SIZE_N": .., "BLOCK_SIZE_K": ..,
+"GROUP_SIZE_M": .., "num_warps": .., "num_stages": ..}, ...}``, pick the key
+nearest to the batch size and splat that dict into their Triton kernel, so an
+exported file holds exactly those keys. The files differ only in name (see
+``gemm.configs.naming``).
+
+Export, per tuned M:
+
+1. a Triton entry without split-K, TMA or a persistent schedule maps 1:1
+   (block_m -> BLOCK_SIZE_M, block_n -> BLOCK_SIZE_N, block_k -> BLOCK_SIZE_K,
+   group_m -> GROUP_SIZE_M, num_warps, num_stages);
+2. otherwise the entry's ``engine_triton`` alternative (the best plain Triton
+   config the tuner saw at that M), when recorded;
+3. otherwise a Triton entry exports its tile with those features dropped
+   (same tile, split_k=1, no TMA, not persistent), and a CUTLASS/cuBLAS entry
+   is left out, so the engine uses its nearest exported M.
+
+Every substitution is reported in one ``ConfigWarning``.
+
+Import maps the keys back (split_k=1, use_tma=False, persistent=False) into a
+native file with backend "triton", provenance kind "imported" and no times.
+Keys engines' kernels do not take here (e.g. ROCm's ``waves_per_eu``) are
+dropped with a warning; a missing ``num_warps``/``num_stages`` takes Triton's
+launch default (4 / 3).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from gemm.configs.naming import STYLES, config_filename, parse_config_filename
+from gemm.configs.schema import (
+    ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance, gemm_version, utc_now,
+)
+from gemm.configs.store import atomic_write_json, load_config_file, read_json, write_config
+
+ENGINE_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
+_REQUIRED_ENGINE_KEYS = ENGINE_KEYS[:4]
+# Triton's launch defaults on CUDA, which an engine applies when a file omits these keys.
+_LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}
+_TO_ENGINE = {"block_m": "BLOCK_SIZE_M", "block_n": "BLOCK_SIZE_N", "block_k": "BLOCK_SIZE_K",
+              "group_m": "GROUP_SIZE_M", "num_warps": "num_warps", "num_stages": "num_stages"}
+# Our kernel's features absent from the engines' kernel, with the values that mean "not used".
+PLAIN_TRITON_FEATURES = {"split_k": 1, "use_tma": False, "persistent": False}
+# Out dtype recorded for imported files: engine files do not say; models run their GEMMs in bf16.
+IMPORTED_OUT_DTYPE = "bfloat16"
+
+
+def _full_triton_params(params: dict, where: str) -> dict:
+    """``params`` completed with TritonParams defaults; ConfigError naming ``where`` if they are not Triton's."""
+    from gemm.kernels.triton_fp8 import TritonParams  # lazily: exporting is a tool-time job
+
+    try:
+        return TritonParams.from_dict(dict(params)).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def engine_features_used(params: dict) -> list[str]:
+    """``name=value`` of each feature in complete Triton ``params`` that the engines' kernel lacks."""
+    return [f"{name}={params[name]}" for name, plain in PLAIN_TRITON_FEATURES.items() if params[name] != plain]
+
+
+def triton_to_engine(params: dict) -> dict:
+    """Engine keys of complete Triton params (features the engine lacks are ignored by the caller's choice)."""
+    return {engine: int(params[ours]) for ours, engine in _TO_ENGINE.items()}
+
+
+def engine_to_triton(engine: dict) -> dict:
+    """Triton params of an engine config (with Triton's launch defaults for absent num_warps/num_stages)."""
+    values = {**_LAUNCH_DEFAULTS, **{key: engine[key] for key in ENGINE_KEYS if key in engine}}
+    params = {ours: int(values[theirs]) for ours, theirs in _TO_ENGINE.items()}
+    params.update(PLAIN_TRITON_FEATURES)
+    return params
+
+
+def _engine_config_for(m: int, entry: ConfigEntry, where: str) -> tuple[dict | None, str | None]:
+    """(engine dict or None to leave M out, note on a substitution or None)."""
+    primary = _full_triton_params(entry.params, f"{where}.params") if entry.backend == "triton" else None
+    if primary is not None and not engine_features_used(primary):
+        return triton_to_engine(primary), None
+    what = (f"triton entry uses {', '.join(engine_features_used(primary))}" if primary is not None
+            else f"{entry.backend} entry")
+    if entry.engine_triton is not None:
+        alternative = _full_triton_params(entry.engine_triton, f"{where}.engine_triton")
+        used = engine_features_used(alternative)
+        if used:
+            raise ConfigError(f"{where}.engine_triton must be a plain Triton config (split_k=1, use_tma=false, "
+                              f"persistent=false), but it uses {', '.join(used)}")
+        return triton_to_engine(alternative), f"M={m}: {what}; exported its recorded plain Triton alternative"
+    if primary is not None:
+        return triton_to_engine(primary), f"M={m}: {what}; exported the same tile without them"
+    return None, f"M={m}: {what} has no Triton equivalent; left out (the engine uses its nearest exported M)"
+
+
+def engine_document(config: ConfigFile, source: str = "config") -> tuple[dict[str, dict], list[str]]:
+    """The engine-format document of ``config`` (ascending M) and notes on every substituted or dropped M."""
+    document, notes = {}, []
+    for m, entry in sorted(config.entries.items()):
+        engine, note = _engine_config_for(m, entry, f"{source}: entries[{str(m)!r}]")
+        if note:
+            notes.append(note)
+        if engine is not None:
+            document[str(m)] = engine
+    return document, notes
+
+
+def export_config(src: Path, fmt: str, dst_dir: Path) -> Path:
+    """Write the vLLM (``fmt="vllm"``) or SGLang (``"sglang"``) file of the native config ``src`` into ``dst_dir``.
+
+    The file is named as that engine looks it up and holds only its Triton
+    config keys (see the module docstring for how non-plain entries map).
+    Warns (ConfigWarning) once listing substituted or omitted M; raises
+    ConfigError when no entry is expressible. Returns the written path.
+    """
+    if fmt not in STYLES:
+        raise ValueError(f"fmt must be one of {list(STYLES)}, got {fmt!r}")
+    src = Path(src)
+    config = load_config_file(src)
+    document, notes = engine_document(config, str(src))
+    if not document:
+        raise ConfigError(f"{src}: no entry can be expressed as the engines' Triton config: " + "; ".join(notes))
+    if notes:
+        warnings.warn(f"exporting {src.name} to {fmt}: " + "; ".join(notes), ConfigWarning, stacklevel=2)
+    dst_dir = Path(dst_dir)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    path = dst_dir / config_filename(config.n, config.k, config.device_name, config.block_shape, fmt)
+    atomic_write_json(path, document, indent=4)
+    return path
+
+
+# --------------------------------------------------------------------------- import / checks
+
+
+def engine_problems(raw: Any) -> tuple[list[str], dict[str, list[str]]]:
+    """(problems, unknown keys per M) of a parsed engine document.
+
+    Problems: not an object of decimal M keys, a config that is not an object,
+    a missing BLOCK_SIZE_M/N/K or GROUP_SIZE_M, a value that is not a positive
+    integer. Keys outside the engines' six are reported separately.
+    """
+    if not isinstance(raw, dict) or not raw:
+        return [f"an engine file must be a non-empty JSON object mapping M to a config, got {raw!r:.60}"], {}
+    problems, unknown = [], {}
+    for key, cfg in raw.items():
+        where = f"[{key!r}]"
+        if not (key.isdigit() and int(key) >= 1):
+            problems.append(f"key {key!r} must be a positive integer batch size M, e.g. \"64\"")
+        if not isinstance(cfg, dict):
+            problems.append(f"{where} must be an object of Triton config keys, got {type(cfg).__name__}")
+            continue
+        problems += [f"{where} lacks {name}" for name in _REQUIRED_ENGINE_KEYS if name not in cfg]
+        for name in ENGINE_KEYS:
+            value = cfg.get(name)
+            if name in cfg and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                problems.append(f"{where}.{name} must be a positive integer, got {value!r}")
+        extra = sorted(name for name in cfg if name not in ENGINE_KEYS)
+        if extra:
+            unknown[key] = extra
+    return problems, unknown
+
+
+def _arch_name(device_name: str) -> str:
+    from gemm.arch import get_arch
+
+    try:
+        return get_arch(device_name).name
+    except KeyError:
+        return device_name
+
+
+def import_config(src: Path, dst_root: Path, arch: str | None = None) -> Path:
+    """Convert a vLLM/SGLang file (format told by its name) into a native file under ``dst_root``.
+
+    Entries become backend "triton" with the engine's tile (split_k=1, no TMA,
+    not persistent) and ``us`` null; provenance kind "imported". ``arch``
+    defaults to the known GPU of the file's device name (else the name itself).
+    The result is merged into an existing native file like any ``write_config``
+    (imported entries replace that file's entries at the same M). Returns its path.
+    """
+    src = Path(src)
+    parsed = parse_config_filename(src)
+    if parsed is None:
+        raise ConfigError(f"{src}: not an engine config file name; expected "
+                          f"N=<N>,K=<K>,device_name=<device>,dtype=fp8_w8a8,block_shape=[<bn>,<bk>].json "
+                          f"(vLLM) or block_shape=[<bn>, <bk>] (SGLang)")
+    raw = read_json(src)
+    if isinstance(raw, dict) and "schema_version" in raw:
+        raise ConfigError(f"{src}: already a native config file; nothing to import")
+    problems, unknown = engine_problems(raw)
+    if problems:
+        raise ConfigError(f"{src}: not a valid {parsed.style} config: " + "; ".join(problems))
+    if unknown:
+        listed = "; ".join(f"M={m}: {', '.join(keys)}" for m, keys in unknown.items())
+        warnings.warn(f"importing {src.name}: dropped keys our kernel does not take ({listed})",
+                      ConfigWarning, stacklevel=2)
+    provenance = Provenance(kind="imported", tool_version=gemm_version(), torch=None, triton=None,
+                            cutlass=None, date=utc_now())
+    config = ConfigFile(
+        device_name=parsed.device_name, arch=arch or _arch_name(parsed.device_name), n=parsed.n, k=parsed.k,
+        block_shape=parsed.block_shape, out_dtype=IMPORTED_OUT_DTYPE, provenance=provenance,
+        entries={int(m): ConfigEntry("triton", engine_to_triton(cfg), None) for m, cfg in raw.items()})
+    return write_config(Path(dst_root), config)
