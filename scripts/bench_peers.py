@@ -40,26 +40,25 @@ TOLERANCE = 1e-2
 
 
 def modest_triton_space(problem: GemmProblem, arch) -> list[TritonParams]:
-    """A few dozen candidates per point, chosen by M range (decode / mid / prefill)."""
+    """About 12-18 candidates per point, by M range (decode / mid / prefill)."""
     m = problem.m
     out = []
     if m <= 64:
-        block_ms = (32, 64) if m > 32 else (16, 32)
-        for bm in block_ms:
-            for bn in (64, 128):
-                for split in (1, 2, 4, 8):
-                    for tma in (False, True):
-                        out.append(TritonParams(bm, bn, 128, 8, 4, 4, split, tma, False))
+        bm = 16 if m <= 16 else 32 if m <= 32 else 64
+        for bn in (64, 128):
+            for split in (1, 2, 4, 8):
+                out.append(TritonParams(bm, bn, 128, 8, 4, 4, split, True, False))
+        out += [TritonParams(bm, 64, 128, 8, 4, 4, split, False, False) for split in (1, 4, 8)]
     elif m <= 512:
-        for bm, bn, warps in ((64, 128, 4), (64, 256, 8), (128, 128, 8), (128, 256, 8)):
+        for bm, bn, warps in ((64, 128, 4), (64, 256, 8)):
             for split in (1, 2, 4):
-                for tma in (False, True):
-                    out.append(TritonParams(bm, bn, 128, 8, warps, 3, split, tma, False))
+                for unroll in (1, 2):
+                    out.append(TritonParams(bm, bn, 128, 8, warps, 3, split, True, False, unroll))
     else:
-        for bm, bn, warps in ((128, 128, 8), (128, 256, 8), (64, 256, 8), (128, 128, 4)):
+        for bm, bn, warps in ((128, 128, 8), (128, 256, 8), (64, 256, 8)):
             for stages in (3, 4):
-                for tma, persistent in ((False, False), (True, False), (True, True)):
-                    out.append(TritonParams(bm, bn, 128, 8, warps, stages, 1, tma, persistent))
+                for persistent, unroll in ((False, 1), (False, 2), (True, 2)):
+                    out.append(TritonParams(bm, bn, 128, 8, warps, stages, 1, True, persistent, unroll))
     backend = TritonBackend()
     return [p for p in dict.fromkeys(out) if backend.check(problem, p, arch) is None]
 

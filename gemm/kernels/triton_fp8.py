@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import threading
 from typing import Iterable
@@ -56,13 +57,34 @@ def _tile_coords(work_id, num_pid_m, num_pid_n, SPLIT_K: tl.constexpr, GROUP_M: 
 
 
 @triton.jit
+def _load_step(a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, it, pid_m, pid_n, K, offs_k,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SCALE_K: tl.constexpr,
+               USE_TMA: tl.constexpr, EVEN_K: tl.constexpr):
+    """A [BM, BK] and B^T [BK, BN] tiles of K step ``it`` and their combined scale [BM, BN]."""
+    k0 = it * BLOCK_K
+    if USE_TMA:
+        a = a_ptr.load([pid_m * BLOCK_M, k0])
+        b = b_ptr.load([pid_n * BLOCK_N, k0]).T
+    elif EVEN_K:
+        a = tl.load(a_ptrs + k0)
+        b = tl.load(b_ptrs + k0)
+    else:
+        a = tl.load(a_ptrs + k0, mask=offs_k[None, :] < K - k0, other=0.0)
+        b = tl.load(b_ptrs + k0, mask=offs_k[:, None] < K - k0, other=0.0)
+    kb = k0 // SCALE_K
+    a_s = tl.load(as_ptrs + kb)
+    b_s = tl.load(bs_ptrs + kb)
+    return a, b, a_s[:, None] * b_s[None, :]
+
+
+@triton.jit
 def _block_fp8_tile(
     a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, lock_ptr,
     M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs,
     work_id, num_pid_m, num_pid_n, k_blocks_per_split, num_k_iters,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SCALE_N: tl.constexpr, SCALE_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr, USE_TMA: tl.constexpr, EVEN_K: tl.constexpr,
+    SPLIT_K: tl.constexpr, USE_TMA: tl.constexpr, EVEN_K: tl.constexpr, K_UNROLL: tl.constexpr,
 ):
     tile_id, pid_m, pid_n, pid_k = _tile_coords(work_id, num_pid_m, num_pid_n, SPLIT_K, GROUP_M)
     it_start = pid_k * k_blocks_per_split
@@ -76,26 +98,33 @@ def _block_fp8_tile(
     safe_n = offs_n % N
     as_ptrs = as_ptr + safe_m * stride_as
     bs_ptrs = bs_ptr + (safe_n // SCALE_N) * stride_bs
+    a_ptrs = a_ptr  # unused with TMA
+    b_ptrs = b_ptr
     if not USE_TMA:
         a_ptrs = a_ptr + safe_m[:, None] * stride_am + offs_k[None, :]
         b_ptrs = b_ptr + safe_n[None, :] * stride_bn + offs_k[:, None]
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for it in range(it_start, it_end):
-        k0 = it * BLOCK_K
-        if USE_TMA:
-            a = a_ptr.load([pid_m * BLOCK_M, k0])
-            b = b_ptr.load([pid_n * BLOCK_N, k0]).T
-        elif EVEN_K:
-            a = tl.load(a_ptrs + k0)
-            b = tl.load(b_ptrs + k0)
-        else:
-            a = tl.load(a_ptrs + k0, mask=offs_k[None, :] < K - k0, other=0.0)
-            b = tl.load(b_ptrs + k0, mask=offs_k[:, None] < K - k0, other=0.0)
-        kb = k0 // SCALE_K
-        a_s = tl.load(as_ptrs + kb)
-        b_s = tl.load(bs_ptrs + kb)
-        acc += tl.dot(a, b) * (a_s[:, None] * b_s[None, :])
+    if K_UNROLL == 2:
+        # Two independent products per step: the second MMA runs while the first is scaled.
+        for j in range(0, (it_end - it_start) // 2):
+            it = it_start + 2 * j
+            a0, b0, s0 = _load_step(a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, it, pid_m, pid_n, K, offs_k,
+                                    BLOCK_M, BLOCK_N, BLOCK_K, SCALE_K, USE_TMA, EVEN_K)
+            a1, b1, s1 = _load_step(a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, it + 1, pid_m, pid_n, K, offs_k,
+                                    BLOCK_M, BLOCK_N, BLOCK_K, SCALE_K, USE_TMA, EVEN_K)
+            p0 = tl.dot(a0, b0)
+            p1 = tl.dot(a1, b1)
+            acc += p0 * s0 + p1 * s1
+        if (it_end - it_start) % 2 == 1:
+            a0, b0, s0 = _load_step(a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, it_end - 1, pid_m, pid_n, K,
+                                    offs_k, BLOCK_M, BLOCK_N, BLOCK_K, SCALE_K, USE_TMA, EVEN_K)
+            acc += tl.dot(a0, b0) * s0
+    else:
+        for it in range(it_start, it_end):
+            a, b, scale = _load_step(a_ptr, b_ptr, a_ptrs, b_ptrs, as_ptrs, bs_ptrs, it, pid_m, pid_n, K, offs_k,
+                                     BLOCK_M, BLOCK_N, BLOCK_K, SCALE_K, USE_TMA, EVEN_K)
+            acc += tl.dot(a, b) * scale
 
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
     c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -125,7 +154,7 @@ def block_fp8_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SCALE_N: tl.constexpr, SCALE_K: tl.constexpr, GROUP_M: tl.constexpr,
     SPLIT_K: tl.constexpr, USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
-    EVEN_K: tl.constexpr, NUM_PROGRAMS: tl.constexpr,
+    EVEN_K: tl.constexpr, NUM_PROGRAMS: tl.constexpr, K_UNROLL: tl.constexpr,
 ):
     """Block-scaled FP8 GEMM; see the module docstring. ``a_ptr``/``b_ptr`` are descriptors when USE_TMA."""
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -138,12 +167,12 @@ def block_fp8_gemm_kernel(
             _block_fp8_tile(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, lock_ptr,
                             M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs,
                             work_id, num_pid_m, num_pid_n, k_blocks_per_split, num_k_iters,
-                            BLOCK_M, BLOCK_N, BLOCK_K, SCALE_N, SCALE_K, GROUP_M, SPLIT_K, USE_TMA, EVEN_K)
+                            BLOCK_M, BLOCK_N, BLOCK_K, SCALE_N, SCALE_K, GROUP_M, SPLIT_K, USE_TMA, EVEN_K, K_UNROLL)
     else:
         _block_fp8_tile(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, lock_ptr,
                         M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs,
                         tl.program_id(0), num_pid_m, num_pid_n, k_blocks_per_split, num_k_iters,
-                        BLOCK_M, BLOCK_N, BLOCK_K, SCALE_N, SCALE_K, GROUP_M, SPLIT_K, USE_TMA, EVEN_K)
+                        BLOCK_M, BLOCK_N, BLOCK_K, SCALE_N, SCALE_K, GROUP_M, SPLIT_K, USE_TMA, EVEN_K, K_UNROLL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +188,7 @@ class TritonParams(KernelParams):
     split_k: int = 1
     use_tma: bool = False
     persistent: bool = False
+    k_unroll: int = 1
 
 
 # --------------------------------------------------------------------------- launch helpers
@@ -237,7 +267,7 @@ def launch(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: tor
         BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k,
         SCALE_N=block_size[0], SCALE_K=block_size[1], GROUP_M=p.group_m,
         SPLIT_K=split_k, USE_TMA=p.use_tma, PERSISTENT=p.persistent and a.is_cuda,
-        EVEN_K=(k % p.block_k == 0), NUM_PROGRAMS=num_programs,
+        EVEN_K=(k % p.block_k == 0), NUM_PROGRAMS=num_programs, K_UNROLL=p.k_unroll,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )
     return out
@@ -247,6 +277,37 @@ def launch(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: tor
 
 _POW2_BLOCK_M = (16, 32, 64, 128, 256)
 _POW2_BLOCK_N = (32, 64, 128, 256)
+
+
+def static_check(problem: GemmProblem, params: KernelParams) -> str | None:
+    """Why ``params`` cannot run ``problem`` on any GPU (None if they can); see also ``TritonBackend.check``."""
+    p = params
+    if not isinstance(p, TritonParams):
+        return f"expected TritonParams, got {type(p).__name__}"
+    if p.block_m not in _POW2_BLOCK_M:
+        return f"block_m={p.block_m} not in {_POW2_BLOCK_M}"
+    if p.block_n not in _POW2_BLOCK_N:
+        return f"block_n={p.block_n} not in {_POW2_BLOCK_N}"
+    if p.block_k not in (64, 128) or problem.block_k % p.block_k:
+        return f"block_k={p.block_k} must be 64 or 128 and divide the scale block {problem.block_k}"
+    if p.block_n > problem.block_n and p.block_n % problem.block_n:
+        return f"block_n={p.block_n} must divide or be a multiple of the scale block {problem.block_n}"
+    if p.k_unroll not in (1, 2):
+        return f"k_unroll={p.k_unroll} must be 1 or 2"
+    if p.num_warps not in (2, 4, 8, 16) or p.num_stages < 1 or p.group_m < 1 or p.split_k < 1:
+        return "num_warps must be 2/4/8/16; num_stages, group_m and split_k >= 1"
+    k_iters = math.ceil(problem.k / p.block_k)
+    if p.split_k > k_iters:
+        return f"split_k={p.split_k} exceeds the {k_iters} K iterations"
+    if p.split_k > 1 and math.ceil(k_iters / p.split_k) * (p.split_k - 1) >= k_iters:
+        return f"split_k={p.split_k} leaves an empty K slice for {k_iters} K iterations"
+    if p.use_tma and problem.k % 16:
+        return "TMA needs K to be a multiple of 16 (16-byte row pitch)"
+    live = p.block_m * p.block_n * (2 if p.k_unroll == 2 else 1)
+    if live // (32 * p.num_warps) > 192:
+        return (f"{p.block_m}x{p.block_n} fp32 accumulators (k_unroll={p.k_unroll}) need more than 192 "
+                f"registers/thread at {p.num_warps} warps")
+    return None
 
 
 class TritonBackend(Backend):
@@ -266,74 +327,69 @@ class TritonBackend(Backend):
         return None
 
     def check(self, problem: GemmProblem, params: KernelParams, arch: ArchSpec) -> str | None:
+        reason = static_check(problem, params)
+        if reason is not None:
+            return reason
         p = params
-        if not isinstance(p, TritonParams):
-            return f"expected TritonParams, got {type(p).__name__}"
-        if p.block_m not in _POW2_BLOCK_M:
-            return f"block_m={p.block_m} not in {_POW2_BLOCK_M}"
-        if p.block_n not in _POW2_BLOCK_N:
-            return f"block_n={p.block_n} not in {_POW2_BLOCK_N}"
-        if p.block_k not in (64, 128) or problem.block_k % p.block_k:
-            return f"block_k={p.block_k} must be 64 or 128 and divide the scale block {problem.block_k}"
-        if p.block_n > problem.block_n and p.block_n % problem.block_n:
-            return f"block_n={p.block_n} must divide or be a multiple of the scale block {problem.block_n}"
-        if p.num_warps not in (2, 4, 8, 16) or p.num_stages < 1 or p.group_m < 1 or p.split_k < 1:
-            return "num_warps must be 2/4/8/16; num_stages, group_m and split_k >= 1"
-        k_iters = math.ceil(problem.k / p.block_k)
-        if p.split_k > k_iters:
-            return f"split_k={p.split_k} exceeds the {k_iters} K iterations"
-        if p.split_k > 1 and math.ceil(k_iters / p.split_k) * (p.split_k - 1) >= k_iters:
-            return f"split_k={p.split_k} leaves an empty K slice for {k_iters} K iterations"
-        if p.use_tma and problem.k % 16:
-            return "TMA needs K to be a multiple of 16 (16-byte row pitch)"
-        smem = p.num_stages * (p.block_m + p.block_n) * p.block_k
+        smem = p.num_stages * (p.block_m + p.block_n) * p.block_k * (2 if p.k_unroll == 2 else 1)
         if smem > arch.smem_per_block_bytes:
             return f"needs {smem} B of shared memory for {p.num_stages} stages, limit {arch.smem_per_block_bytes}"
-        if p.block_m * p.block_n // (32 * p.num_warps) > 256:
-            return f"{p.block_m}x{p.block_n} fp32 accumulator needs more than 256 registers/thread at {p.num_warps} warps"
         return None
 
     def param_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[TritonParams]:
-        small = problem.m <= 64
-        block_ms = (16, 32, 64) if small else (64, 128)
-        split_ks = (1, 2, 4, 8) if problem.m <= 256 else (1,)
-        for block_m in block_ms:
-            for block_n in (64, 128, 256):
-                for num_warps in (4, 8):
-                    for num_stages in (3, 4, 5):
-                        for split_k in split_ks:
-                            for use_tma in (False, True):
-                                for persistent in ((False,) if split_k > 1 or small else (False, True)):
-                                    yield TritonParams(block_m, block_n, 128, 8, num_warps, num_stages,
-                                                       split_k, use_tma, persistent)
+        """Candidates by M range; ``check`` filters what does not fit the problem or the GPU.
+
+        Decode (M <= 64): narrow M tiles, split-K up to 8, TMA or not.
+        Mid (M <= 512): 64/128-row tiles, split-K up to 4, K unrolled by 2 or not.
+        Prefill: 64/128-row tiles up to 256 wide, persistent or not, K unrolled or not.
+        """
+        m = problem.m
+        if m <= 64:
+            block_ms = [bm for bm in (16, 32, 64) if bm <= max(16, 1 << (m - 1).bit_length())]
+            for bm, bn, split, tma, stages in itertools.product(block_ms, (64, 128), (1, 2, 4, 8),
+                                                                (False, True), (3, 4)):
+                yield TritonParams(bm, bn, 128, 8, 4, stages, split, tma)
+        elif m <= 512:
+            for (bm, bn, warps), split, tma, unroll in itertools.product(
+                    ((64, 64, 4), (64, 128, 4), (64, 256, 8), (128, 128, 8), (128, 256, 8)),
+                    (1, 2, 4), (False, True), (1, 2)):
+                yield TritonParams(bm, bn, 128, 8, warps, 3, split, tma, False, unroll)
+        else:
+            for (bm, bn, warps), stages, (tma, persistent), unroll in itertools.product(
+                    ((64, 256, 8), (128, 128, 8), (128, 256, 8), (128, 128, 4)), (3, 4),
+                    ((False, False), (True, False), (True, True)), (1, 2)):
+                yield TritonParams(bm, bn, 128, 8, warps, stages, 1, tma, persistent, unroll)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec) -> TritonParams:
         """Heuristic used when no tuned config exists.
 
-        Small M (decode) is bandwidth-bound: narrow M tiles and enough K slices
-        that tiles x slices covers the SMs about twice. Larger M uses
-        64x128 (M <= 256) or 128x128 tiles with 8 warps, pipelined 3-4 deep.
+        Small M (decode) is bandwidth-bound: narrow 16/32/64 x 64 tiles and
+        enough K slices (up to 8, at least 4 K steps each) that tiles x slices
+        covers the SMs about twice. 64x128 tiles (4 warps) up to M = 256, 64x256
+        (8 warps) above; TMA loads whenever K allows (measured on H100: these
+        won most points of a sweep over DeepSeek-V3 shapes).
         """
-        if problem.m <= 32:
-            block_m, block_n, warps, stages = 16 if problem.m <= 16 else 32, 128, 4, 4
+        if problem.m <= 64:
+            block_m, block_n, warps, stages = (16 if problem.m <= 16 else 32 if problem.m <= 32 else 64), 64, 4, 4
         elif problem.m <= 256:
-            block_m, block_n, warps, stages = 64, 128, 4, 4
+            block_m, block_n, warps, stages = 64, 128, 4, 3
         else:
-            block_m, block_n, warps, stages = 128, 128, 8, 3
+            block_m, block_n, warps, stages = 64, 256, 8, 3
         tiles = math.ceil(problem.m / block_m) * math.ceil(problem.n / block_n)
         k_iters = math.ceil(problem.k / 128)
         split_k = 1
-        while (tiles * split_k * 2 <= 2 * arch.num_sms and split_k * 2 <= 8
+        while (problem.m <= 256 and tiles * split_k * 2 <= 2 * arch.num_sms and split_k * 2 <= 8
                and math.ceil(k_iters / (split_k * 2)) >= 4):
             split_k *= 2
-        params = TritonParams(block_m, block_n, 128, 8, warps, stages, split_k)
+        params = TritonParams(block_m, block_n, 128, 8, warps, stages, split_k, use_tma=problem.k % 16 == 0)
         if self.check(problem, params, arch) is not None:  # e.g. few K iterations
             params = dataclasses.replace(params, split_k=1)
         return params
 
     def build(self, problem: GemmProblem, params: KernelParams) -> GemmFn:
-        if not isinstance(params, TritonParams):
-            raise UnsupportedProblem(f"expected TritonParams, got {type(params).__name__}")
+        reason = static_check(problem, params)
+        if reason is not None:
+            raise UnsupportedProblem(reason)
         out_dtype = problem.torch_out_dtype
         block_size = (problem.block_n, problem.block_k)
 
