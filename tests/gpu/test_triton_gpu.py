@@ -23,6 +23,8 @@ VARIANTS = [
     TritonParams(128, 128, 128, 8, 8, 3, 1),
     TritonParams(128, 256, 128, 8, 8, 3, 1, use_tma=True, persistent=True),
     TritonParams(128, 128, 128, 8, 8, 4, 1, use_tma=False, persistent=True),
+    TritonParams(64, 256, 128, 8, 8, 3, 1, use_tma=True, persistent=True, k_unroll=2),
+    TritonParams(64, 128, 128, 8, 4, 3, 2, use_tma=False, k_unroll=2),
 ]
 
 
