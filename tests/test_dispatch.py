@@ -193,7 +193,7 @@ def test_op_runs_the_tuned_entry_end_to_end_on_the_interpreter(tmp_path):
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["built"] == [params["16"]]
+    assert report["built"] == [TritonParams.from_dict(params["16"]).to_dict()]
     assert report["config_warnings"] == []
     assert report["dtype"] == "torch.bfloat16"
     assert report["error"] <= 1e-2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -96,6 +97,22 @@ def test_export_substitutes_what_engines_cannot_run(tmp_path):
     assert doc["8"] == engine(16, 128)
     assert doc["256"] == engine(64, 128, num_stages=4)
     assert all(set(cfg) == set(ENGINE_KEYS) for cfg in doc.values())  # never a key the engine does not know
+
+
+def test_export_treats_any_new_kernel_field_as_a_feature_engines_lack(tmp_path, monkeypatch):
+    from gemm.configs import engines
+    from gemm.kernels.triton_fp8 import TritonParams
+
+    @dataclasses.dataclass(frozen=True)
+    class ParamsWithSwizzle(TritonParams):
+        swizzle: int = 0
+
+    monkeypatch.setattr(engines, "_triton_params_type", lambda: ParamsWithSwizzle)
+    src = native(tmp_path, {1: ConfigEntry("triton", {**triton_params(16), "swizzle": 2}, 5.0),
+                            64: ConfigEntry("triton", {**triton_params(64), "swizzle": 0}, 9.0)})
+    with pytest.warns(ConfigWarning, match="M=1: triton entry uses swizzle=2; exported the same tile without them"):
+        out = export_config(src, "vllm", tmp_path / "vllm")
+    assert json.loads(out.read_text()) == {"1": engine(16, 128), "64": engine(64, 128)}
 
 
 def test_export_refuses_nothing_exportable_and_impure_alternatives(tmp_path):

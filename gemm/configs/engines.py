@@ -14,8 +14,9 @@ Export, per tuned M:
 2. otherwise the entry's ``engine_triton`` alternative (the best plain Triton
    config the tuner saw at that M), when recorded;
 3. otherwise a Triton entry exports its tile with those features dropped
-   (same tile, split_k=1, no TMA, not persistent), and a CUTLASS/cuBLAS entry
-   is left out, so the engine uses its nearest exported M.
+   (same tile, split_k=1, no TMA, not persistent, and any other field of
+   ``TritonParams`` outside the six at its default), and a CUTLASS/cuBLAS
+   entry is left out, so the engine uses its nearest exported M.
 
 Every substitution is reported in one ``ConfigWarning``.
 
@@ -50,19 +51,33 @@ PLAIN_TRITON_FEATURES = {"split_k": 1, "use_tma": False, "persistent": False}
 IMPORTED_OUT_DTYPE = "bfloat16"
 
 
-def _full_triton_params(params: dict, where: str) -> dict:
-    """``params`` completed with TritonParams defaults; ConfigError naming ``where`` if they are not Triton's."""
+def _triton_params_type():
     from gemm.kernels.triton_fp8 import TritonParams  # lazily: exporting is a tool-time job
 
+    return TritonParams
+
+
+def _full_triton_params(params: dict, where: str) -> dict:
+    """``params`` completed with TritonParams defaults; ConfigError naming ``where`` if they are not Triton's."""
     try:
-        return TritonParams.from_dict(dict(params)).to_dict()
+        return _triton_params_type().from_dict(dict(params)).to_dict()
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _plain_values() -> dict:
+    """Every TritonParams field engines have no key for, with the value meaning "feature not used".
+
+    Fields added to TritonParams later count too (at their default), so a new
+    kernel feature is never exported silently as if the engine had it.
+    """
+    defaults = _triton_params_type()().to_dict()
+    return {name: PLAIN_TRITON_FEATURES.get(name, value) for name, value in defaults.items() if name not in _TO_ENGINE}
+
+
 def engine_features_used(params: dict) -> list[str]:
     """``name=value`` of each feature in complete Triton ``params`` that the engines' kernel lacks."""
-    return [f"{name}={params[name]}" for name, plain in PLAIN_TRITON_FEATURES.items() if params[name] != plain]
+    return [f"{name}={params[name]}" for name, plain in _plain_values().items() if params.get(name, plain) != plain]
 
 
 def triton_to_engine(params: dict) -> dict:
@@ -90,7 +105,8 @@ def _engine_config_for(m: int, entry: ConfigEntry, where: str) -> tuple[dict | N
         used = engine_features_used(alternative)
         if used:
             raise ConfigError(f"{where}.engine_triton must be a plain Triton config (split_k=1, use_tma=false, "
-                              f"persistent=false), but it uses {', '.join(used)}")
+                              f"persistent=false, other non-engine fields at their defaults), "
+                              f"but it uses {', '.join(used)}")
         return triton_to_engine(alternative), f"M={m}: {what}; exported its recorded plain Triton alternative"
     if primary is not None:
         return triton_to_engine(primary), f"M={m}: {what}; exported the same tile without them"

@@ -67,8 +67,8 @@ def _backend_problems(config: ConfigFile) -> list[str]:
                 used = engine_features_used(alternative)
                 if used:
                     plain = ", ".join(f"{k}={v}" for k, v in PLAIN_TRITON_FEATURES.items())
-                    problems.append(f"{where}.engine_triton must be a plain Triton config ({plain}) "
-                                    f"but uses {', '.join(used)}")
+                    problems.append(f"{where}.engine_triton must be a plain Triton config ({plain}, other "
+                                    f"non-engine fields at their defaults) but uses {', '.join(used)}")
     return problems
 
 
