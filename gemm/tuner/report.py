@@ -1,0 +1,66 @@
+"""Tables for people: the tuned choice per point, status counts, and what a sweep cost."""
+
+from __future__ import annotations
+
+import collections
+from typing import Iterable
+
+from gemm.arch import ArchSpec
+from gemm.problem import GemmProblem
+from gemm.tuner.presets import LayerShape
+from gemm.tuner.results import Measurement, Stage, Status, short_params
+from gemm.tuner.select import Choice, distinct_configs
+
+
+def choices_table(selected: dict[tuple[int, int], dict[int, Choice]], shapes: Iterable[LayerShape],
+                  arch: ArchSpec | None):
+    """DataFrame, one row per tuned point: layer, N, K, M, backend, config, us, TFLOPS, floor %, vs plain Triton.
+
+    ``floor %`` is the datasheet floor (``ArchSpec.floor_us``) over the time;
+    ``vs plain`` is how much faster the choice is than the best plain Triton
+    config (what engines' own kernel would run).
+    """
+    import pandas as pd
+
+    names = {(s.n, s.k): s.name for s in shapes}
+    records = []
+    for (n, k), per_m in selected.items():
+        for m, choice in sorted(per_m.items()):
+            record = {"layer": names.get((n, k), ""), "N": n, "K": k, "M": m, "backend": choice.backend,
+                      "config": short_params(choice.params), "us": round(choice.us, 2),
+                      "TFLOPS": round(choice.tflops, 1) if choice.tflops else None}
+            if arch is not None:
+                problem = GemmProblem(m, n, k)
+                record["floor %"] = round(100 * arch.floor_us(problem.flops, problem.min_bytes) / choice.us, 1)
+            plain_us = choice.engine_triton_us if choice.engine_triton is not None else None
+            record["vs plain"] = round(plain_us / choice.us, 2) if plain_us else None
+            records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def status_table(rows: Iterable[Measurement]):
+    """DataFrame of candidate counts per backend and final status (each candidate counted once per point)."""
+    import pandas as pd
+
+    order = [Stage.SPACE, Stage.VERIFY, Stage.SCREEN, Stage.FINAL]
+    latest: dict[tuple, Measurement] = {}
+    for row in rows:
+        key = (row.candidate_key, row.point)
+        if key not in latest or order.index(row.stage) > order.index(latest[key].stage):
+            latest[key] = row
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for row in latest.values():
+        counts[row.backend][row.status.value] += 1
+    columns = [s.value for s in Status]
+    frame = pd.DataFrame.from_dict({b: dict(c) for b, c in counts.items()}, orient="index", columns=columns)
+    return frame.fillna(0).astype(int)
+
+
+def shape_line(shape: LayerShape, choices: dict[int, Choice]) -> str:
+    """One line after a shape finishes: how many points got a choice, from how many distinct configs."""
+    if not choices:
+        return f"N={shape.n} K={shape.k} ({shape.name}): no candidate passed"
+    backends = collections.Counter(c.backend for c in choices.values())
+    spread = ", ".join(f"{b} x{n}" for b, n in backends.most_common())
+    return (f"N={shape.n} K={shape.k} ({shape.name}): {len(choices)} M values, "
+            f"{distinct_configs(choices)} distinct configs ({spread})")
