@@ -1,0 +1,217 @@
+"""The CUTLASS SM90 blockwise FP8 GEMM as a tuner/op backend.
+
+Measured on an H100 with CUTLASS 4.2 headers (these facts shape the space and
+the default):
+
+* 128x128x128 cooperative and 64x128x128 ping-pong tiles use 168 registers
+  and do not spill; 256x128 spills with 4.2 (3.5x slower) and is offered
+  only from CUTLASS 4.3 on, which rewrote that path.
+* Ping-pong 64x128 is the best config at M <= 128 (+14%) and 25% worse at
+  M >= 512; CUTLASS has no stream-K scheduler for ping-pong.
+* Stream-K beats data-parallel when output tiles are few (1.5x at N=576,
+  1.25x at N=2112 for M <= 128) and loses 1.1-1.4x at N=7168 with small K;
+  split-K rarely helps and wants a large workspace; the stream-K scheduler in
+  data-parallel mode is 6-9% slower than the persistent scheduler, and
+  CUTLASS's heuristic decomposition loses 8% at small M (both stay valid, not
+  enumerated).
+* Raster along M gains 7-13% at M = 4096 with small N. MN-major activation
+  scales gain 1-2% at M >= 512 (they need M % 4 == 0 and a transpose of the
+  quantizer's [M, K/128] scales, done by the launcher).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from gemm.arch import ArchSpec
+from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
+from gemm.kernels.cutlass import jit, launcher, toolchain
+from gemm.kernels.cutlass.config import OUT_DTYPES, CutlassParams
+from gemm.problem import GemmProblem
+
+#: Tile shapes CUTLASS's blockwise SM90 mainloop supports here: (schedule, tile_m, tile_n, tile_k).
+#: Scales come per 128 columns of N and K, so tile_n and tile_k are 128; the cooperative schedule
+#: splits tile_m over two warp groups (>= 128), ping-pong gives each warp group a 64-row tile.
+SUPPORTED_TILES = (("cooperative", 128, 128, 128), ("pingpong", 64, 128, 128), ("cooperative", 256, 128, 128))
+SUPPORTED_CLUSTERS = ((1, 1), (2, 1), (1, 2))
+#: CUTLASS release whose 256x128 blockwise path stops spilling.
+WIDE_TILE_MIN_CUTLASS = (4, 3, 0)
+SCALE_BLOCK = 128
+#: Opt-in shared memory per block on SM90 (what CUTLASS's builders plan with).
+SM90_SMEM_BYTES = 232448
+#: Shared memory the epilogue takes beside the mainloop stages (upper bound; measured 17056 B for
+#: the cooperative 128x128 tile, 8576 B for ping-pong 64x128). With it, explicit ``stages`` stop at
+#: 6 (128x128) and 8 (64x128), the counts ``stages=0`` picks.
+EPILOGUE_SMEM_BYTES = 17 * 1024
+
+
+def stage_bytes(params: CutlassParams) -> int:
+    """Shared memory of one mainloop stage as CUTLASS counts it: fp8 A and B tiles and their fp32
+    scales (128-byte aligned) plus a 16-byte pipeline barrier (``kStageBytes`` in blockwise_gemm.h)."""
+    raw = (params.tile_m + params.tile_n) * params.tile_k + 4 * (params.tile_m + params.tile_n // SCALE_BLOCK)
+    return (raw + 127) // 128 * 128 + 16
+
+
+def split_k_workspace_bytes(problem: GemmProblem, params: CutlassParams) -> int:
+    """Upper estimate of the split-K partial-tile workspace (fp32 per split per output tile)."""
+    tiles = math.ceil(problem.m / params.tile_m) * math.ceil(problem.n / params.tile_n)
+    return tiles * params.splits * params.tile_m * params.tile_n * 4
+
+
+class CutlassBackend(Backend):
+    """CUTLASS 3.x blockwise-scaled FP8 GEMM for Hopper, JIT-built with nvcc.
+
+    ``allow_nondeterministic`` adds stream-K/split-K candidates whose partial
+    tiles are reduced atomically (faster, not bitwise reproducible); by
+    default only deterministic (turnstile) reduction is enumerated.
+    """
+
+    name = "cutlass"
+    params_type = CutlassParams
+
+    def __init__(self, allow_nondeterministic: bool = False):
+        self.allow_nondeterministic = allow_nondeterministic
+
+    # ------------------------------------------------------------------ availability
+
+    def unavailable_reason(self, device=None) -> str | None:
+        if not torch.cuda.is_available():
+            return "no CUDA device"
+        capability = torch.cuda.get_device_capability(device)
+        if tuple(capability) != (9, 0):
+            return (f"the CUTLASS blockwise kernels are built for SM90 (compute capability 9.0); "
+                    f"this device has {capability[0]}.{capability[1]}")
+        try:
+            toolchain.find_toolchain()
+        except BackendUnavailable as exc:
+            return str(exc)
+        return None
+
+    # ------------------------------------------------------------------ constraints
+
+    def check(self, problem: GemmProblem, params: KernelParams, arch: ArchSpec | None) -> str | None:
+        """Why ``params`` cannot run ``problem`` (None if it can). ``arch`` None skips the GPU checks."""
+        p = params
+        if not isinstance(p, CutlassParams):
+            return f"expected CutlassParams, got {type(p).__name__}"
+        if arch is not None and not arch.is_hopper:
+            return f"CUTLASS SM90 kernels need compute capability 9.0; {arch.name} has {arch.compute_capability}"
+        if (problem.block_n, problem.block_k) != (SCALE_BLOCK, SCALE_BLOCK):
+            return f"only 128x128 weight blocks are supported, got {problem.block_n}x{problem.block_k}"
+        if problem.out_dtype not in OUT_DTYPES:
+            return f"output dtype {problem.out_dtype} is not supported; expected one of {list(OUT_DTYPES)}"
+        if problem.k % 16:
+            return f"K={problem.k} must be a multiple of 16 (TMA needs 16-byte rows of A and B)"
+        out_alignment = 16 // torch.empty((), dtype=problem.torch_out_dtype).element_size()
+        if problem.n % out_alignment:
+            return f"N={problem.n} must be a multiple of {out_alignment} (16-byte rows of the output)"
+        if (p.schedule, p.tile_m, p.tile_n, p.tile_k) not in SUPPORTED_TILES:
+            return (f"{p.schedule} {p.tile_m}x{p.tile_n}x{p.tile_k} is not a supported tile; expected one of "
+                    f"{[f'{s} {m}x{n}x{k}' for s, m, n, k in SUPPORTED_TILES]}")
+        if (p.cluster_m, p.cluster_n) not in SUPPORTED_CLUSTERS:
+            return f"cluster {p.cluster_m}x{p.cluster_n} is not one of {SUPPORTED_CLUSTERS}"
+        if p.stages == 1:
+            return "stages must be 0 (as many as fit) or >= 2"
+        if p.stages:
+            limit = arch.smem_per_block_bytes if arch is not None else SM90_SMEM_BYTES
+            smem = p.stages * stage_bytes(p) + EPILOGUE_SMEM_BYTES
+            if smem > limit:
+                return f"{p.stages} stages need about {smem} B of shared memory, limit {limit}"
+        if p.sfa_major == "mn" and problem.m % 4:
+            return f"MN-major activation scales are loaded with TMA and need M % 4 == 0, got M={problem.m}"
+        if p.scheduler == "persistent" and (p.decomposition != "data_parallel" or p.splits != 1):
+            return "the persistent scheduler runs data-parallel only; split-K/stream-K/heuristic need scheduler=streamk"
+        if p.scheduler == "streamk" and p.schedule == "pingpong":
+            return "CUTLASS's ping-pong kernel has no stream-K scheduler"
+        if p.decomposition == "splitk" and p.splits < 2:
+            return "split-K decomposition needs splits >= 2"
+        if p.splits > 1 and p.decomposition not in ("splitk", "heuristic"):
+            return f"splits={p.splits} needs decomposition splitk or heuristic, got {p.decomposition}"
+        k_tiles = math.ceil(problem.k / p.tile_k)
+        if p.splits > k_tiles:
+            return f"splits={p.splits} exceeds the {k_tiles} K tiles"
+        if p.decomposition == "splitk":
+            workspace = split_k_workspace_bytes(problem, p)
+            if workspace > launcher.MAX_WORKSPACE_BYTES:
+                return (f"split-K workspace of about {workspace / 2**20:.0f} MiB exceeds the "
+                        f"{launcher.MAX_WORKSPACE_BYTES / 2**20:.0f} MiB cap")
+        return None
+
+    # ------------------------------------------------------------------ candidates
+
+    def tile_choices(self, problem: GemmProblem) -> list[tuple[str, int]]:
+        """(schedule, tile_m) pairs worth trying at ``problem.m`` with the installed CUTLASS."""
+        choices = [("cooperative", 128)]
+        if problem.m <= 256:
+            choices.append(("pingpong", 64))
+        version = toolchain.cutlass_version_or_none()
+        if version is not None and version >= WIDE_TILE_MIN_CUTLASS and problem.m >= 256:
+            choices.append(("cooperative", 256))
+        return choices
+
+    def param_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[CutlassParams]:
+        """Persistent data-parallel kernels over tiles x clusters x scale layout x raster x swizzle, plus
+        stream-K and (at M <= 256) split-K kernels of the cooperative schedule. See the module docstring."""
+        sfa_majors = ("k", "mn") if problem.m >= 512 and problem.m % 4 == 0 else ("k",)
+        rasters = ("along_m", "along_n")
+        tiles_m = math.ceil(problem.m / 128)
+        swizzles = (1, 4) if tiles_m >= 4 else (1,)
+        reductions = ("deterministic", "nondeterministic") if self.allow_nondeterministic else ("deterministic",)
+        k_tiles = math.ceil(problem.k / 128)
+        split_counts = [s for s in (2, 4) if problem.m <= 256 and s <= k_tiles // 2]
+        for schedule, tile_m in self.tile_choices(problem):
+            for cluster_m, cluster_n in SUPPORTED_CLUSTERS:
+                for sfa_major in sfa_majors:
+                    base = dict(schedule=schedule, tile_m=tile_m, tile_n=128, tile_k=128, cluster_m=cluster_m,
+                                cluster_n=cluster_n, stages=0, sfa_major=sfa_major)
+                    for raster in rasters:
+                        for swizzle in swizzles:
+                            yield CutlassParams(**base, scheduler="persistent", raster=raster, max_swizzle=swizzle)
+                    if schedule == "pingpong":
+                        continue
+                    for raster in rasters:
+                        for reduction in reductions:
+                            yield CutlassParams(**base, scheduler="streamk", decomposition="streamk",
+                                                raster=raster, reduction=reduction)
+                            for splits in split_counts:
+                                yield CutlassParams(**base, scheduler="streamk", decomposition="splitk",
+                                                    splits=splits, raster=raster, reduction=reduction)
+
+    def default_params(self, problem: GemmProblem, arch: ArchSpec) -> CutlassParams:
+        """Untuned choice from the measurements in the module docstring.
+
+        Few output tiles (under a quarter of the SMs at 128x128): cooperative
+        stream-K, deterministic. Otherwise M <= 128: ping-pong 64x128;
+        larger M: cooperative 128x128, raster along M from M >= 2048 when
+        N <= 4608. All persistent and data-parallel, cluster 1x1.
+        """
+        num_sms = arch.num_sms if arch is not None else 132
+        tiles = math.ceil(problem.m / 128) * math.ceil(problem.n / 128)
+        if tiles * 4 <= num_sms and problem.k >= 1024:
+            return CutlassParams(scheduler="streamk", decomposition="streamk")
+        if problem.m <= 128:
+            return CutlassParams(schedule="pingpong", tile_m=64)
+        raster = "along_m" if problem.m >= 2048 and problem.n <= 4608 else "heuristic"
+        return CutlassParams(raster=raster)
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, problem: GemmProblem, params: KernelParams) -> GemmFn:
+        """Compile (or fetch from the cache) and load the instantiation, check the problem against it.
+
+        Raises UnsupportedProblem (``check`` or CUTLASS's ``can_implement``
+        refused, or too much workspace), CompileError (nvcc failed, with its
+        log), LaunchError (the library does not load), BackendUnavailable
+        (no nvcc or CUTLASS headers).
+        """
+        reason = self.check(problem, params, None)
+        if reason:
+            raise UnsupportedProblem(f"{params.short()}: {reason}")
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA device: CUTLASS kernels run only on SM90 GPUs")
+        built = jit.build(params.kernel_config(problem.out_dtype))
+        library = launcher.load_library(built.path)
+        return launcher.make_gemm_fn(library, problem, params)

@@ -1,0 +1,198 @@
+"""Build every CUTLASS instantiation the backend's space can ask for, then check (and time) its candidates.
+
+1. Collects the compile-time configs of ``CutlassBackend.param_space`` over the
+   DeepSeek-V3 shapes and M grid (plus fp16 outputs), builds them in parallel
+   and prints compile time, registers, spills, stages and shared memory of each.
+2. For a set of (M, N, K) points runs every candidate of the space against the
+   fp32 reference on fresh random data (relative Frobenius error <= 1e-2,
+   NaN fails) and, with ``--time``, times the correct ones in a CUDA graph over
+   rotated input copies (cold L2), next to cuBLAS blockwise where it is correct.
+
+Writes one JSON line per candidate to ``--out`` and prints a summary: per point
+the best CUTLASS candidate, the default params and cuBLAS, in microseconds.
+
+    python scripts/check_cutlass_gpu.py --points quick --time --out results/cutlass_check.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_lib import cold_l2_copies, geomean, graph_time_us, make_input_sets  # noqa: E402
+
+from gemm.arch import detect_arch  # noqa: E402
+from gemm.kernels.base import BackendError  # noqa: E402
+from gemm.kernels.cublas import CublasBackend, CublasParams  # noqa: E402
+from gemm.kernels.cutlass import jit, launcher  # noqa: E402
+from gemm.kernels.cutlass.backend import CutlassBackend  # noqa: E402
+from gemm.kernels.cutlass.config import KernelConfig  # noqa: E402
+from gemm.problem import GemmProblem  # noqa: E402
+from gemm.quant import random_problem_inputs  # noqa: E402
+from gemm.reference import reference_matmul, relative_error  # noqa: E402
+
+SHAPES = [(2112, 7168), (3072, 1536), (4096, 512), (7168, 2048), (4608, 7168), (7168, 2304), (576, 7168),
+          (36864, 7168), (7168, 18432)]
+M_VALUES = [1, 3, 16, 64, 100, 128, 512, 1024, 4096]
+POINT_SETS = {
+    "quick": [(m, n, k) for n, k in [(576, 7168), (2112, 7168), (7168, 2304), (36864, 7168)] for m in (1, 64, 512, 4096)],
+    "full": [(m, n, k) for n, k in SHAPES for m in M_VALUES],
+}
+
+
+def all_kernel_configs(backend: CutlassBackend, arch) -> list[KernelConfig]:
+    configs: dict[KernelConfig, None] = {}
+    for n, k in SHAPES:
+        for m in M_VALUES:
+            for params in backend.param_space(GemmProblem(m, n, k), arch):
+                configs[params.kernel_config("bfloat16")] = None
+    for params in (backend.default_params(GemmProblem(1, 576, 7168), arch),
+                   backend.default_params(GemmProblem(64, 7168, 2304), arch),
+                   backend.default_params(GemmProblem(4096, 7168, 2304), arch)):
+        configs[params.kernel_config("float16")] = None
+    return list(configs)
+
+
+def build_all(configs: list[KernelConfig], jobs: int) -> bool:
+    start = time.perf_counter()
+    print(f"building {len(configs)} CUTLASS instantiations with {jobs} jobs", flush=True)
+
+    def report(outcome: jit.BuildOutcome) -> None:
+        if outcome.error is not None:
+            print(f"  FAILED {outcome.config.name}: {str(outcome.error)[-3000:]}", flush=True)
+            return
+        r = outcome.result
+        library = launcher.load_library(r.path)
+        print(f"  {outcome.config.name:55s} {'cached' if r.cached else f'{r.seconds:5.1f} s'}  "
+              f"regs={r.registers} spill={r.spill_bytes} B stages={library.stages} "
+              f"smem={library.shared_memory_bytes} B", flush=True)
+
+    outcomes = jit.build_many(configs, jobs=jobs, progress=report)
+    failed = sum(o.error is not None for o in outcomes)
+    print(f"built {len(outcomes) - failed}/{len(outcomes)} in {time.perf_counter() - start:.0f} s", flush=True)
+    return failed == 0
+
+
+def time_fn(fn, input_sets) -> float:
+    """Median microseconds per call, CUDA-graph replays cycling over cold-L2 input copies."""
+    return graph_time_us(fn, input_sets, reps=10).us
+
+
+def check_point(backend: CutlassBackend, arch, m: int, n: int, k: int, timing: bool, out_file) -> dict:
+    problem = GemmProblem(m, n, k)
+    a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda", seed=m * 31 + n + k)
+    ref = reference_matmul(a, b, sa, sb)
+    input_sets = None
+    if timing:
+        per_set = n * k + m * k + 4 * (m + n) * math.ceil(k / 128)
+        input_sets = make_input_sets(m, n, k, cold_l2_copies(per_set, arch.l2_bytes), seed=m + n)
+    default = backend.default_params(problem, arch)
+    results, counts = [], {"ok": 0, "wrong": 0, "invalid": 0, "failed": 0}
+    for params in backend.param_space(problem, arch):
+        row = {"m": m, "n": n, "k": k, "params": params.to_dict(), "short": params.short()}
+        try:
+            fn = backend.build(problem, params)
+            error = relative_error(fn(a, b, sa, sb), ref)
+            row["error"] = error
+            if not error <= 1e-2:
+                row["status"] = "WRONG_RESULT"
+                counts["wrong"] += 1
+                print(f"  WRONG {problem} {params.short()}: error {error:.3g}", flush=True)
+            else:
+                row["status"] = "OK"
+                counts["ok"] += 1
+                if timing:
+                    row["us"] = time_fn(fn, input_sets)
+        except BackendError as exc:
+            row["status"] = type(exc).__name__
+            row["message"] = str(exc)[-500:]
+            counts["invalid" if row["status"] == "UnsupportedProblem" else "failed"] += 1
+            print(f"  {row['status']} {problem} {params.short()}: {str(exc)[-300:]}", flush=True)
+        out_file.write(json.dumps(row) + "\n")
+        results.append(row)
+    summary = {"point": (m, n, k), **counts}
+    timed = [r for r in results if "us" in r]
+    if timed:
+        best = min(timed, key=lambda r: r["us"])
+        summary["best_us"], summary["best"] = best["us"], best["short"]
+        summary["default_us"] = next((r["us"] for r in timed if r["params"] == default.to_dict()), None)
+        if summary["default_us"] is None:
+            try:
+                summary["default_us"] = time_fn(backend.build(problem, default), input_sets)
+            except BackendError:
+                pass
+        cublas = CublasBackend()
+        if cublas.check(problem, CublasParams(), arch) is None:
+            fn = cublas.build(problem, CublasParams())
+            if relative_error(fn(a, b, sa, sb), ref) <= 1e-2:
+                summary["cublas_us"] = time_fn(fn, input_sets)
+        flops = 2 * m * n * k
+        summary["best_tflops"] = flops / best["us"] / 1e6
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--points", choices=sorted(POINT_SETS), default="quick")
+    parser.add_argument("--time", action="store_true", help="time correct candidates (CUDA graph, cold L2)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel nvcc processes")
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("cutlass_check.jsonl"))
+    args = parser.parse_args()
+
+    backend = CutlassBackend()
+    if not torch.cuda.is_available():
+        print("no CUDA device: building only", flush=True)
+        args.build_only = True
+    arch = detect_arch() if torch.cuda.is_available() else None
+    if arch is None:
+        from gemm.arch import get_arch
+        arch = get_arch("H100")
+    ok = build_all(all_kernel_configs(backend, arch), args.jobs)
+    if args.build_only:
+        return 0 if ok else 1
+    reason = backend.unavailable_reason()
+    if reason:
+        print(f"CUTLASS backend unavailable: {reason}")
+        return 1
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  points: {args.points}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    with open(args.out, "w") as out_file:
+        for m, n, k in POINT_SETS[args.points]:
+            start = time.perf_counter()
+            summary = check_point(backend, arch, m, n, k, args.time, out_file)
+            summaries.append(summary)
+            line = (f"M={m:5d} N={n:5d} K={k:5d}: ok {summary['ok']:3d} wrong {summary['wrong']} "
+                    f"invalid {summary['invalid']} failed {summary['failed']}")
+            if "best_us" in summary:
+                line += (f" | best {summary['best_us']:8.1f} us ({summary['best_tflops']:6.1f} TFLOPS) "
+                         f"default {summary.get('default_us') or float('nan'):8.1f} us "
+                         f"cuBLAS {summary.get('cublas_us', float('nan')):8.1f} us | {summary['best']}")
+            print(line + f"  [{time.perf_counter() - start:.0f} s]", flush=True)
+    wrong = sum(s["wrong"] + s["failed"] for s in summaries)
+    if args.time:
+        pairs = [(s["cublas_us"], s["best_us"]) for s in summaries if "cublas_us" in s]
+        defaults = [(s["default_us"], s["best_us"]) for s in summaries if s.get("default_us")]
+        print(f"geomean speed-up of best CUTLASS over cuBLAS blockwise: {geomean(c / b for c, b in pairs):.3f} "
+              f"over {len(pairs)} points (cuBLAS wrong or refused elsewhere)")
+        print(f"geomean speed-up of best CUTLASS over its default params: {geomean(d / b for d, b in defaults):.3f}")
+        if defaults and pairs:
+            print(f"geomean default vs cuBLAS: "
+                  f"{geomean(s['cublas_us'] / s['default_us'] for s in summaries if 'cublas_us' in s and s.get('default_us')):.3f}")
+    print(f"{wrong} wrong or failed candidates")
+    return 1 if wrong or not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
