@@ -46,7 +46,7 @@ class Timer(Protocol):
 def _summary(samples_us: list[float]) -> tuple[float, float]:
     median = statistics.median(samples_us)
     if len(samples_us) >= 4:
-        q = statistics.quantiles(samples_us, n=4)
+        q = statistics.quantiles(samples_us, n=4, method="inclusive")
         spread = (q[2] - q[0]) / median if median > 0 else 0.0
     else:
         spread = (max(samples_us) - min(samples_us)) / median if median > 0 else 0.0
