@@ -154,6 +154,10 @@ class TqdmProgress:
     def note(self, text: str) -> None:
         self.bar.set_description(text)
 
+    def write(self, text: str) -> None:
+        """A line on stderr above the bar."""
+        self.bar.write(text, file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -241,11 +245,11 @@ def run_tune(args) -> int:
         try:
             path = write_shape_config(out_root, target, shape, choices, settings.out_dtype, settings.block_shape)
         except ConfigError as exc:
-            progress.bar.write(f"gemm tune: could not write the config of N={shape.n} K={shape.k}: {exc}")
+            progress.write(f"gemm tune: could not write the config of N={shape.n} K={shape.k}: {exc}")
             path = None
         if path is not None:
             written.append(path)
-        progress.bar.write(shape_line(shape, choices) + (f" -> {path}" if path else ""))
+        progress.write(shape_line(shape, choices) + (f" -> {path}" if path else ""))
 
     deadline = started + args.time_limit if args.time_limit else None
     sweep = Sweep(plan, log, runner, existing, progress, deadline, on_shape_done)
