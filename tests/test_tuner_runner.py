@@ -9,7 +9,7 @@ import torch
 
 from gemm.problem import GemmProblem
 from gemm.tuner.results import Stage, Status, canonical_params
-from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool
+from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool, WorkerStartError
 from gemm.tuner.worker import Evaluator, Item, WorkerSettings, check_output, classify
 
 FAKE_TIMER = "fake_backends:FakeTimer"
@@ -154,3 +154,11 @@ def test_classify_allow_list():
 def test_timeouts_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         Timeouts(build_s=0)
+
+
+def test_a_worker_that_cannot_start_stops_the_pool_instead_of_failing_every_candidate():
+    # threads=0 makes torch.set_num_threads raise before the worker reports ready.
+    settings = WorkerSettings(device="cpu", timer=FAKE_TIMER, threads=0)
+    with WorkerPool(1, settings, Timeouts(build_s=120, run_s=30)) as pool:
+        with pytest.raises(WorkerStartError, match="before it was ready"):
+            _collect(pool, [[_item("fake_backends:GoodBackend", "ok")]])

@@ -34,6 +34,10 @@ ResultCallback = Callable[[Item, Measurement], None]
 SkipCallback = Callable[[Item], "Measurement | None"]
 
 
+class WorkerStartError(RuntimeError):
+    """A worker process died or hung before it was ready: the environment is broken, not a candidate."""
+
+
 class CandidateError(RuntimeError):
     """Evaluating a candidate raised an exception that is not an expected failure (a bug to fix)."""
 
@@ -71,6 +75,7 @@ class _Slot:
         self.index = 0
         self.deadline = 0.0
         self.phase = "building"
+        self.ready = False
 
     @property
     def busy(self) -> bool:
@@ -102,7 +107,7 @@ class WorkerPool:
                                         name="gemm-tune-worker")
         process.start()
         child_conn.close()  # only the child holds its end: its death then reads as EOF here
-        slot.process, slot.conn = process, parent_conn
+        slot.process, slot.conn, slot.ready = process, parent_conn, False
 
     def _stop(self, slot: _Slot, kill: bool) -> int | None:
         """End the slot's process; returns its exit code."""
@@ -208,6 +213,9 @@ class WorkerPool:
 
     def _handle(self, slot: _Slot, message: tuple, queue, on_result: ResultCallback) -> None:
         kind, job_id = message[0], message[1]
+        if kind == "ready":
+            slot.ready = True
+            return
         if job_id != slot.job_id:
             return  # a late message from a job already given up on
         if kind == "built":
@@ -238,7 +246,13 @@ class WorkerPool:
     def _lost(self, slot: _Slot, queue, on_result: ResultCallback, status: Status, phase: str | None) -> None:
         """The worker hung or died on its current item: record it, replace the worker, requeue the rest."""
         item = slot.current
+        ready = slot.ready
         code = self._replace(slot, kill=True)
+        if not ready:
+            raise WorkerStartError(
+                f"a tuning worker {'died' if status != Status.TIMEOUT else 'hung'} before it was ready "
+                f"(exit code {code}); see its error output above. If this is a script run with spawned "
+                f"workers, guard its entry point with `if __name__ == '__main__':`")
         if status == Status.TIMEOUT:
             limit = self.timeouts.build_s if phase == "building" else self.timeouts.run_s
             message = f"no result within {limit:g} s while {phase}; the worker was killed and replaced"

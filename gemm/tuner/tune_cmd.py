@@ -136,13 +136,12 @@ def prebuild_cutlass(plan, out_dtype: str) -> None:
 
 
 class TqdmProgress:
-    """Progress bar with ETA (tqdm, on stderr)."""
+    """Progress bar with ETA (tqdm, on stderr), for terminals."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=0, unit="run", desc="tune", disable=not enabled, file=sys.stderr,
-                        dynamic_ncols=True, smoothing=0.05)
+        self.bar = tqdm(total=0, unit="run", desc="tune", file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
 
     def add_total(self, n: int) -> None:
         self.bar.total = max(self.bar.n, (self.bar.total or 0) + n)
@@ -160,6 +159,45 @@ class TqdmProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class LineProgress:
+    """Progress for logs and pipes: a plain line with ETA every ``every_s`` seconds (no carriage returns)."""
+
+    def __init__(self, enabled: bool, every_s: float = 30.0) -> None:
+        self.enabled, self.every_s = enabled, every_s
+        self.total = self.done = 0
+        self.label = ""
+        self.start = self.last = time.monotonic()
+
+    def add_total(self, n: int) -> None:
+        self.total = max(self.done, self.total + n)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self.last >= self.every_s:
+            self.last = now
+            elapsed = now - self.start
+            eta = elapsed / self.done * max(0, self.total - self.done) if self.done else float("nan")
+            _say(f"tune {self.label}: {self.done}/{self.total} runs, {elapsed / 60:.1f} min elapsed, "
+                 f"ETA {eta / 60:.1f} min")
+
+    def note(self, text: str) -> None:
+        self.label = text
+
+    def write(self, text: str) -> None:
+        _say(text)
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(enabled: bool):
+    """A tqdm bar on a terminal, periodic lines otherwise (or nothing when disabled)."""
+    if enabled and sys.stderr.isatty():
+        return TqdmProgress()
+    return LineProgress(enabled)
 
 
 def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choices: dict, out_dtype: str,
@@ -182,7 +220,7 @@ def run_tune(args) -> int:
     from gemm.configs.schema import Provenance
     from gemm.tuner.report import choices_table, shape_line, status_table
     from gemm.tuner.results import Fingerprint, LogMismatchError, ResultsLog
-    from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool
+    from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool, WorkerStartError
     from gemm.tuner.select import select
     from gemm.tuner.space import PruneSettings
     from gemm.tuner.sweep import Sweep, SweepPlan, SweepSettings, TimeLimitReached
@@ -233,11 +271,13 @@ def run_tune(args) -> int:
     if "cutlass" in backends and not args.interpret and not args.no_prebuild:
         prebuild_cutlass(plan, settings.out_dtype)
 
-    worker_settings = WorkerSettings(device=target.device, timer=target.timer, l2_bytes=target.arch.l2_bytes,
-                                     seed=args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little"))
     workers = default_workers(args.interpret) if args.workers is None else args.workers
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    worker_settings = WorkerSettings(device=target.device, timer=target.timer, l2_bytes=target.arch.l2_bytes,
+                                     seed=seed, threads=threads)
     runner = WorkerPool(workers, worker_settings, timeouts) if workers > 0 else InProcessRunner(worker_settings)
-    progress = TqdmProgress(enabled=not args.no_progress)
+    progress = make_progress(enabled=not args.no_progress)
     written: list[Path] = []
 
     def on_shape_done(shape: LayerShape, rows) -> None:
@@ -260,7 +300,7 @@ def run_tune(args) -> int:
         rows, code = list(sweep.rows.values()), EXIT_INCOMPLETE
     except KeyboardInterrupt:
         rows, code = list(sweep.rows.values()), EXIT_INTERRUPTED
-    except CandidateError as exc:
+    except (CandidateError, WorkerStartError) as exc:
         _say(f"gemm tune: stopped: {exc}\nthe log keeps every finished row; fix the error and rerun with --resume")
         return EXIT_ERROR
     finally:

@@ -44,12 +44,17 @@ _LOCAL_TOLERANCE_FACTOR = 10.0
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What every worker needs: device, timer, cache size for cold-L2 rotation, data seed."""
+    """What every worker needs: device, timer, cache size for cold-L2 rotation, data seed.
+
+    ``threads`` caps torch's CPU threads per worker (None: torch's default), so
+    a pool of workers making random inputs at once does not oversubscribe the CPUs.
+    """
 
     device: str = "cuda"
     timer: str = "gemm.tuner.timing:CudaGraphTimer"
     l2_bytes: int = 50 * 2**20
     seed: int = 0
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -245,13 +250,16 @@ class Evaluator:
 def worker_main(conn, settings: WorkerSettings) -> None:
     """Worker process loop: receive ``(job_id, items)``, answer per item, then ``("done", job_id)``.
 
-    Messages to the parent: ``("built", job_id, index)`` once an item's kernel
+    Messages to the parent: ``("ready", None)`` once started, ``("built", job_id, index)`` once an item's kernel
     is built (the run timeout starts), ``("result", job_id, index, outcome)``,
     ``("error", job_id, index, traceback)`` for an exception off the
     allow-list (the worker then stops), ``("done", job_id)``. ``None`` or a
     closed pipe (the parent is gone) ends the loop.
     """
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     try:
+        conn.send(("ready", None))
         _serve(conn, Evaluator(settings))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return
