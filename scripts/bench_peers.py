@@ -142,8 +142,9 @@ def print_report(table: pd.DataFrame, ceilings) -> None:
     shown = table.copy()
     shown["ours_frac_floor"] = shown.floor_us / shown.ours
     print(shown.round(2).to_string())
-    print(f"\nceilings: FP8 per-tensor {ceilings.fp8_tflops:.0f} TFLOPS, bf16 {ceilings.bf16_tflops:.0f} TFLOPS, "
-          f"copy {ceilings.copy_tbps:.2f} TB/s")
+    if ceilings is not None:
+        print(f"\nceilings: FP8 per-tensor {ceilings.fp8_tflops:.0f} TFLOPS, bf16 {ceilings.bf16_tflops:.0f} TFLOPS, "
+              f"copy {ceilings.copy_tbps:.2f} TB/s")
     ms = table.index.get_level_values("M")
     print("\ngeomean speed-up of ours (best of sweep) over each peer (>1: ours faster)")
     header = f"{'peer':<20}{'all':>8}{'M<=64':>8}{'M<=128':>8}{'M>=1024':>9}"
@@ -164,7 +165,17 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", nargs="*", default=[f"{n},{k}" for n, k in SHAPES], help="N,K pairs")
     parser.add_argument("--no-sweep", action="store_true", help="time only the heuristic config of ours")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new points after this")
+    parser.add_argument("--from-rows", type=Path, nargs="+", metavar="CSV",
+                        help="no GPU work: summarize bench_rows.csv files of earlier runs (same device) into --out")
     args = parser.parse_args(argv)
+    if args.from_rows:
+        frame = pd.concat([pd.read_csv(path) for path in args.from_rows], ignore_index=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out / "bench_rows.csv", index=False)
+        table = summarize(frame)
+        table.to_csv(args.out / "bench_best.csv")
+        print_report(table, None)
+        return 0
     if not torch.cuda.is_available():
         print("bench_peers.py needs a CUDA GPU", file=sys.stderr)
         return 2

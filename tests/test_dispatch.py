@@ -20,6 +20,7 @@ from gemm.arch import interpreter_arch
 from gemm.configs import ConfigEntry, ConfigFile, ConfigWarning, Provenance, config_path, write_config
 from gemm.kernels.triton_fp8 import TritonParams
 from gemm.problem import GemmProblem
+from interpreter_support import requires_interpreter
 
 REPO = Path(__file__).resolve().parents[1]
 N, K = 256, 384
@@ -184,6 +185,7 @@ END_TO_END = textwrap.dedent("""
 """)
 
 
+@requires_interpreter
 def test_op_runs_the_tuned_entry_end_to_end_on_the_interpreter(tmp_path):
     """Write a config as a CPU tuning run would, then call the op: it runs that entry's params, correctly."""
     params = {"16": triton_params(16, 64), "256": triton_params(64, 128)}
