@@ -32,8 +32,9 @@ def choices_table(selected: dict[tuple[int, int], dict[int, Choice]], shapes: It
             if arch is not None:
                 problem = GemmProblem(m, n, k)
                 record["floor %"] = round(100 * arch.floor_us(problem.flops, problem.min_bytes) / choice.us, 1)
+            # How much faster than the best plain Triton config, the kernel engines' own code can run.
             plain_us = choice.engine_triton_us if choice.engine_triton is not None else None
-            record["vs plain"] = round(plain_us / choice.us, 2) if plain_us else None
+            record["vs plain"] = f"{plain_us / choice.us:.2f}x" if plain_us else "-"
             records.append(record)
     return pd.DataFrame.from_records(records)
 
