@@ -183,7 +183,6 @@ class Sweep:
 
     def estimate_work(self) -> int:
         """Items the sweep expects to run (verify + screen + final), for a progress bar's total."""
-        settings = self.plan.settings
         total = 0
         for spaces in self.plan.spaces.values():
             for space in spaces:

@@ -8,6 +8,10 @@ call on each copy, and times replays of that graph with CUDA events: the time
 per GEMM is a replay's time divided by the number of copies, and the result is
 the median over many replays.
 
+``triton.testing.do_bench_cudagraph`` replays one call on one set of inputs,
+so its weights stay in L2 between replays; the rotation over copies is what
+this module adds, and it keeps the same recipe (graph replay, CUDA events).
+
 Timers are injectable: the worker builds one from an importable reference
 (``"module:Class"``) and calls ``measure(fn, inputs, reps)``, so the sweep
 logic runs in tests with a fake timer and no GPU.

@@ -240,6 +240,10 @@ def run_tune(args) -> int:
             screen_reps=2 if args.interpret else 5, final_reps=3 if args.interpret else 50,
             interpret=args.interpret)
         timeouts = Timeouts(build_s=args.build_timeout, run_s=args.timeout)
+        if args.workers is not None and args.workers < 0:
+            raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
+        if args.time_limit is not None and args.time_limit <= 0:
+            raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     except (UsageError, ValueError) as exc:
         _say(f"gemm tune: {exc}")
         return EXIT_USAGE
