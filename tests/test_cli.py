@@ -152,7 +152,8 @@ def test_presets_listing(capsys):
     assert "deepseek-v3-tp8 (default)" in listing and "self_attn.q_b_proj" in listing
 
 
-def test_bad_arguments_are_usage_errors(tmp_path, capsys):
+def test_bad_arguments_are_usage_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # `--interpret` sets it; undo that after the test
     assert main(["tune", "--interpret", "--shape", "256", "--out", str(tmp_path)]) == 2
     assert "--shape expects N,K" in capsys.readouterr().err
     assert main(["tune", "--interpret", "--backends", "nope", "--out", str(tmp_path)]) == 2
