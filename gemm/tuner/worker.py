@@ -12,7 +12,8 @@ Triton ``OutOfResources`` (too much smem/registers)    INVALID         no
 ``CompileError``, Triton ``CompilationError``/ptxas    COMPILE_FAILED  no
 ``LaunchError``, Triton ``InterpreterError``           LAUNCH_FAILED   no
 CUDA out of memory                                     LAUNCH_FAILED   no
-CUDA runtime errors (``torch.AcceleratorError``, ...)  LAUNCH_FAILED   yes
+CUDA runtime errors (``torch.AcceleratorError``,       LAUNCH_FAILED   yes
+"CUDA error" / "Triton Error [CUDA]" RuntimeErrors)
 =====================================================  ==============  ===============
 
 Anything else is a bug, not a status: it propagates (the runner re-raises it
@@ -109,7 +110,8 @@ def classify(exc: BaseException) -> tuple[Status, bool] | None:
     accelerator_error = getattr(torch, "AcceleratorError", None)
     if accelerator_error is not None and isinstance(exc, accelerator_error):
         return Status.LAUNCH_FAILED, True
-    if isinstance(exc, RuntimeError) and "CUDA error" in str(exc):
+    # CUDA runtime errors reported as plain RuntimeErrors, by torch or by Triton's launcher.
+    if isinstance(exc, RuntimeError) and any(text in str(exc) for text in ("CUDA error", "Triton Error [CUDA]")):
         return Status.LAUNCH_FAILED, True
     return None
 
