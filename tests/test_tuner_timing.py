@@ -1,4 +1,4 @@
-"""Timing helpers that run without a GPU (the CUDA-graph timer itself runs in the GPU smoke script)."""
+"""Timing code that runs without a GPU (the CUDA-graph timer itself runs in the GPU smoke script)."""
 
 from __future__ import annotations
 
