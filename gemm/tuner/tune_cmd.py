@@ -108,7 +108,10 @@ def default_workers(interpret: bool) -> int:
 
 
 def prebuild_cutlass(plan, out_dtype: str) -> None:
-    """Compile every CUTLASS instantiation the plan needs with parallel nvcc, before any worker starts."""
+    """Compile every CUTLASS instantiation the plan needs with parallel nvcc, before any worker starts.
+
+    Failures are only reported here: the sweep records them per candidate (COMPILE_FAILED).
+    """
     try:
         from gemm.kernels.cutlass import aot
     except ImportError as exc:
@@ -123,15 +126,21 @@ def prebuild_cutlass(plan, out_dtype: str) -> None:
     if not params:
         return
     start = time.monotonic()
-    done = []
     _say(f"gemm tune: building the CUTLASS kernels of {len(params)} candidates ahead of the sweep")
+
+    def report(outcome) -> None:
+        name = getattr(outcome.config, "name", outcome.config)
+        if outcome.error is not None:
+            _say(f"  {name}: failed ({type(outcome.error).__name__})")
+        elif not outcome.result.cached:
+            _say(f"  {name}: built in {outcome.result.seconds:.0f} s")
+
     try:
-        paths = aot.build_kernels(sorted(params, key=repr), progress=lambda outcome: done.append(outcome),
-                                  out_dtype=out_dtype)
-        _say(f"gemm tune: {len(paths)} CUTLASS kernels ready in {time.monotonic() - start:.0f} s")
-    except BackendError as exc:  # failures are recorded per candidate (COMPILE_FAILED) by the sweep
+        paths = aot.build_kernels(sorted(params, key=repr), progress=report, out_dtype=out_dtype)
+        _say(f"gemm tune: {len(paths)} CUTLASS kernels ready after {time.monotonic() - start:.0f} s")
+    except BackendError as exc:
         first = str(exc).splitlines()[0]
-        _say(f"gemm tune: some CUTLASS kernels failed to build ({first}); those candidates will be "
+        _say(f"gemm tune: some CUTLASS kernels failed to build ({first}); their candidates will be "
              f"recorded as COMPILE_FAILED")
 
 
