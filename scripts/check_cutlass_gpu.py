@@ -148,6 +148,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel nvcc processes")
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("cutlass_check.jsonl"))
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop checking new points after this long (the summary still prints)")
     args = parser.parse_args()
 
     backend = CutlassBackend()
@@ -168,9 +170,13 @@ def main() -> int:
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  points: {args.points}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summaries = []
+    deadline = time.perf_counter() + args.max_seconds if args.max_seconds else math.inf
     with open(args.out, "w") as out_file:
         for m, n, k in POINT_SETS[args.points]:
             start = time.perf_counter()
+            if start > deadline:
+                print(f"time budget spent: points from M={m} N={n} K={k} on not checked", flush=True)
+                break
             summary = check_point(backend, arch, m, n, k, args.time, out_file)
             summaries.append(summary)
             line = (f"M={m:5d} N={n:5d} K={k:5d}: ok {summary['ok']:3d} wrong {summary['wrong']} "
@@ -181,6 +187,7 @@ def main() -> int:
                          f"cuBLAS {summary.get('cublas_us', float('nan')):8.1f} us | {summary['best']}")
             print(line + f"  [{time.perf_counter() - start:.0f} s]", flush=True)
     wrong = sum(s["wrong"] + s["failed"] for s in summaries)
+    args.out.with_suffix(".summary.json").write_text(json.dumps(summaries, indent=1))
     if args.time:
         pairs = [(s["cublas_us"], s["best_us"]) for s in summaries if "cublas_us" in s]
         defaults = [(s["default_us"], s["best_us"]) for s in summaries if s.get("default_us")]

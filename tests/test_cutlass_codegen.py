@@ -460,10 +460,11 @@ def test_default_params_are_valid_and_follow_the_measurements():
         for m in M_VALUES:
             problem = GemmProblem(m, n, k)
             assert be.check(problem, be.default_params(problem, H100), H100) is None
-    assert be.default_params(GemmProblem(16, 576, 7168), H100).decomposition == "streamk"
-    assert be.default_params(GemmProblem(64, 7168, 2304), H100).schedule == "pingpong"
-    assert be.default_params(GemmProblem(4096, 4096, 512), H100).raster == "along_m"
-    assert be.default_params(GemmProblem(1024, 36864, 7168), H100) == CutlassParams()
+    for m in (1, 16, 128):
+        assert be.default_params(GemmProblem(m, 576, 7168), H100) == CutlassParams(schedule="pingpong", tile_m=64)
+    assert be.default_params(GemmProblem(512, 36864, 7168), H100) == CutlassParams(raster="along_m")
+    assert be.default_params(GemmProblem(4096, 36864, 7168), H100) == CutlassParams(raster="along_m", max_swizzle=4)
+    assert be.default_params(GemmProblem(4096, 576, 7168), H100).max_swizzle == 1
 
 
 def test_build_refuses_invalid_params_before_compiling(monkeypatch):
