@@ -281,9 +281,6 @@ def run_tune(args) -> int:
     _say(f"gemm tune: {len(shapes)} shapes x {len(m_grid)} M on {target.device_name} with {', '.join(backends)}: "
          f"{counts.get('kept', 0)} candidates to run, {counts.get('rejected', 0)} rejected by constraints, "
          f"{counts.get('pruned', 0)} pruned by the cost model; log {log_path}")
-    if "cutlass" in backends and not args.interpret and not args.no_prebuild:
-        prebuild_cutlass(plan, settings.out_dtype)
-
     workers = default_workers(args.interpret) if args.workers is None else args.workers
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
@@ -308,6 +305,8 @@ def run_tune(args) -> int:
     sweep = Sweep(plan, log, runner, existing, progress, deadline, on_shape_done)
     code = EXIT_OK
     try:
+        if "cutlass" in backends and not args.interpret and not args.no_prebuild:
+            prebuild_cutlass(plan, settings.out_dtype)
         rows = sweep.run()
     except TimeLimitReached:
         rows, code = list(sweep.rows.values()), EXIT_INCOMPLETE
