@@ -38,8 +38,9 @@ def compare_logs(pruned_rows, exhaustive_rows, tie_fraction: float):
             best_key = min(timed, key=timed.get)
             same_run = choice.candidate_key in timed
             pick_us = timed[choice.candidate_key] if same_run else choice.us
-            best = f"{best_key[0]} {short_params(json.loads(best_key[1]))}"
-            records.append({"N": n, "K": k, "M": m, "pick": f"{choice.backend} {short_params(choice.params)}",
+            best = f"{best_key[0]} {short_params(json.loads(best_key[1]), best_key[0])}"
+            pick = f"{choice.backend} {short_params(choice.params, choice.backend)}"
+            records.append({"N": n, "K": k, "M": m, "pick": pick,
                             "pick_us": round(pick_us, 3), "best": best, "best_us": round(timed[best_key], 3),
                             "ratio": round(timed[best_key] / pick_us, 4), "same_run": same_run})
     return pd.DataFrame.from_records(records)

@@ -27,7 +27,7 @@ def choices_table(selected: dict[tuple[int, int], dict[int, Choice]], shapes: It
     for (n, k), per_m in selected.items():
         for m, choice in sorted(per_m.items()):
             record = {"layer": names.get((n, k), ""), "N": n, "K": k, "M": m, "backend": choice.backend,
-                      "config": short_params(choice.params), "us": round(choice.us, 2),
+                      "config": short_params(choice.params, choice.backend), "us": round(choice.us, 2),
                       "TFLOPS": round(choice.tflops, 1) if choice.tflops else None}
             if arch is not None:
                 problem = GemmProblem(m, n, k)

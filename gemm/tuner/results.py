@@ -302,7 +302,7 @@ def to_dataframe(rows: Iterable[Measurement]):
     for row in rows:
         record = row.to_json()
         record["params"] = row.params_key
-        record["config"] = short_params(row.params)
+        record["config"] = short_params(row.params, row.backend)
         records.append(record)
     columns = ["backend", "config", "params", "n", "k", "m", "stage", "status", "message", "us", "tflops",
                "rel_error", "spread", "reps", "predicted_us"]
@@ -314,8 +314,11 @@ _SHORT_NAMES = {"block_m": "", "block_n": "x", "block_k": "x", "group_m": " g", 
 _HIDDEN_DEFAULTS = {"split_k": 1, "k_unroll": 1}
 
 
-def short_params(params: dict[str, Any]) -> str:
-    """Compact label: ``64x128x128 g8 w4 s3 sk2 u2 tma`` for Triton-style params, ``k=v,...`` otherwise."""
+def short_params(params: dict[str, Any] | None, backend: str | None = None) -> str:
+    """Compact label: ``64x128x128 g8 w4 s3 sk2 u2 tma`` for Triton-style params, the backend's own
+    ``KernelParams.short()`` for other registered backends, ``k=v,...`` otherwise."""
+    if not params:
+        return "-"
     if all(name in params for name in ("block_m", "block_n", "block_k")):
         parts = [f"{prefix}{params[name]}" for name, prefix in _SHORT_NAMES.items()
                  if name in params and params[name] != _HIDDEN_DEFAULTS.get(name)]
@@ -328,4 +331,12 @@ def short_params(params: dict[str, Any]) -> str:
             elif value not in (False, None):
                 label += f" {name}={value}"
         return label
-    return ",".join(f"{k}={v}" for k, v in params.items()) or "-"
+    if backend is not None:
+        from gemm.kernels import backend_names, get_backend
+
+        if backend in backend_names():
+            try:
+                return get_backend(backend).params_from_dict(dict(params)).short()
+            except (ImportError, TypeError, ValueError):
+                pass  # a backend that cannot load here, or params of another version: the generic label
+    return ",".join(f"{k}={v}" for k, v in params.items())

@@ -53,7 +53,7 @@ def run_show(args) -> int:
             tflops = 2 * m * config.n * config.k / (entry.us * 1e-6) / 1e12 if entry.us else None
             records.append({
                 "device": config.device_name, "N": config.n, "K": config.k, "M": m, "backend": entry.backend,
-                "config": short_params(entry.params), "us": entry.us,
+                "config": short_params(entry.params, entry.backend), "us": entry.us,
                 "TFLOPS": round(tflops, 1) if tflops else None,
                 "engine_triton": short_params(entry.engine_triton) if entry.engine_triton else "",
                 "source": config.provenance_of(m).kind,
