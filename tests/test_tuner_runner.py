@@ -146,7 +146,8 @@ def test_classify_allow_list():
     assert classify(UnsupportedProblem("x")) == (Status.INVALID, False)
     assert classify(CompileError("x")) == (Status.COMPILE_FAILED, False)
     assert classify(LaunchError("x")) == (Status.LAUNCH_FAILED, False)
-    assert classify(RuntimeError("CUDA error: an illegal memory access was encountered")) == (Status.LAUNCH_FAILED, True)
+    illegal_address = RuntimeError("CUDA error: an illegal memory access was encountered")
+    assert classify(illegal_address) == (Status.LAUNCH_FAILED, True)
     assert classify(RuntimeError("Triton Error [CUDA]: misaligned address")) == (Status.LAUNCH_FAILED, True)
     assert classify(RuntimeError("something else")) is None
     assert classify(KeyError("bug")) is None

@@ -69,7 +69,8 @@ def test_interpret_space_is_tiny_and_valid():
 def test_model_prefers_split_k_for_decode_and_big_tiles_for_prefill():
     decode = GemmProblem(1, 4608, 7168)
     base = {"block_m": 16, "block_n": 64, "block_k": 128, "group_m": 8, "num_warps": 4, "num_stages": 4}
-    assert predict_triton_us(decode, {**base, "split_k": 4}, H100) < predict_triton_us(decode, {**base, "split_k": 1}, H100)
+    split = predict_triton_us(decode, {**base, "split_k": 4}, H100)
+    assert split < predict_triton_us(decode, {**base, "split_k": 1}, H100)
     prefill = GemmProblem(4096, 4608, 7168)
     big = {**base, "block_m": 128, "block_n": 128, "num_warps": 8, "num_stages": 3, "split_k": 1}
     small = {**base, "split_k": 1}
