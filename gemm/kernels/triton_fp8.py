@@ -150,11 +150,11 @@ def _block_fp8_tile(
 @triton.jit
 def block_fp8_gemm_kernel(
     a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, lock_ptr,
-    M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs,
+    M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs, num_programs,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SCALE_N: tl.constexpr, SCALE_K: tl.constexpr, GROUP_M: tl.constexpr,
     SPLIT_K: tl.constexpr, USE_TMA: tl.constexpr, PERSISTENT: tl.constexpr,
-    EVEN_K: tl.constexpr, NUM_PROGRAMS: tl.constexpr, K_UNROLL: tl.constexpr,
+    EVEN_K: tl.constexpr, K_UNROLL: tl.constexpr,
 ):
     """Block-scaled FP8 GEMM; see the module docstring. ``a_ptr``/``b_ptr`` are descriptors when USE_TMA."""
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -163,7 +163,7 @@ def block_fp8_gemm_kernel(
     k_blocks_per_split = tl.cdiv(num_k_iters, SPLIT_K)
     if PERSISTENT:
         total_work = num_pid_m * num_pid_n * SPLIT_K
-        for work_id in range(tl.program_id(0), total_work, NUM_PROGRAMS):
+        for work_id in range(tl.program_id(0), total_work, num_programs):
             _block_fp8_tile(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, ws_ptr, lock_ptr,
                             M, N, K, stride_am, stride_bn, stride_cm, stride_as, stride_bs,
                             work_id, num_pid_m, num_pid_n, k_blocks_per_split, num_k_iters,
@@ -263,11 +263,11 @@ def launch(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: tor
         b_arg = TensorDescriptor(b, [n, k], [b.stride(0), 1], [p.block_n, p.block_k])
     block_fp8_gemm_kernel[(num_programs,)](
         a_arg, b_arg, out, a_scale, b_scale, workspace, counters,
-        m, n, k, a.stride(0), b.stride(0), out.stride(0), a_scale.stride(0), b_scale.stride(0),
+        m, n, k, a.stride(0), b.stride(0), out.stride(0), a_scale.stride(0), b_scale.stride(0), num_programs,
         BLOCK_M=p.block_m, BLOCK_N=p.block_n, BLOCK_K=p.block_k,
         SCALE_N=block_size[0], SCALE_K=block_size[1], GROUP_M=p.group_m,
         SPLIT_K=split_k, USE_TMA=p.use_tma, PERSISTENT=p.persistent and a.is_cuda,
-        EVEN_K=(k % p.block_k == 0), NUM_PROGRAMS=num_programs, K_UNROLL=p.k_unroll,
+        EVEN_K=(k % p.block_k == 0), K_UNROLL=p.k_unroll,
         num_warps=p.num_warps, num_stages=p.num_stages,
     )
     return out
