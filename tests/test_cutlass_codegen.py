@@ -221,7 +221,8 @@ def fake_toolchain(tmp_path, monkeypatch):
 def test_cutlass_dir_override_and_its_version(fake_toolchain, tmp_path):
     headers = toolchain.find_cutlass()
     assert headers.version == (4, 3, 1) and headers.origin == "GEMM_CUTLASS_DIR"
-    assert headers.include_dirs == (tmp_path / "cutlass" / "include", tmp_path / "cutlass" / "tools" / "util" / "include")
+    root = tmp_path / "cutlass"
+    assert headers.include_dirs == (root / "include", root / "tools" / "util" / "include")
     assert toolchain.find_toolchain().nvcc_version == "13.0.88"
 
 
@@ -464,7 +465,10 @@ def test_default_params_are_valid_and_follow_the_measurements():
         assert be.default_params(GemmProblem(m, 576, 7168), H100) == CutlassParams(schedule="pingpong", tile_m=64)
     assert be.default_params(GemmProblem(512, 36864, 7168), H100) == CutlassParams(raster="along_m")
     assert be.default_params(GemmProblem(4096, 36864, 7168), H100) == CutlassParams(raster="along_m", max_swizzle=4)
-    assert be.default_params(GemmProblem(4096, 576, 7168), H100).max_swizzle == 1
+    assert be.default_params(GemmProblem(1024, 7168, 2304), H100) == CutlassParams(raster="along_m")
+    # 136 tiles of 128x128 on 132 SMs: the second wave is nearly empty.
+    assert be.default_params(GemmProblem(1024, 2112, 7168), H100).decomposition == "streamk"
+    assert be.default_params(GemmProblem(1024, 3072, 1536), H100).decomposition == "data_parallel"
 
 
 def test_build_refuses_invalid_params_before_compiling(monkeypatch):

@@ -1,22 +1,24 @@
 """The CUTLASS SM90 blockwise FP8 GEMM as a tuner/op backend.
 
-Measured on an H100 with CUTLASS 4.2 headers (these facts shape the space and
-the default):
+Measured on an H100 80GB HBM3 with CUTLASS 4.2 headers (nvcc 13.0), CUDA-graph
+replays over cold-L2 input copies; these facts shape the space and the default:
 
 * 128x128x128 cooperative and 64x128x128 ping-pong tiles use 168 registers
-  and do not spill; 256x128 spills with 4.2 (3.5x slower) and is offered
-  only from CUTLASS 4.3 on, which rewrote that path.
-* Ping-pong 64x128 is the best config at M <= 128 (+14%) and 25% worse at
-  M >= 512; CUTLASS has no stream-K scheduler for ping-pong.
-* Stream-K beats data-parallel when output tiles are few (1.5x at N=576,
-  1.25x at N=2112 for M <= 128) and loses 1.1-1.4x at N=7168 with small K;
-  split-K rarely helps and wants a large workspace; the stream-K scheduler in
-  data-parallel mode is 6-9% slower than the persistent scheduler, and
-  CUTLASS's heuristic decomposition loses 8% at small M (both stay valid, not
-  enumerated).
-* Raster along M gains 7-13% at M = 4096 with small N. MN-major activation
-  scales gain 1-2% at M >= 512 (they need M % 4 == 0 and a transpose of the
-  quantizer's [M, K/128] scales, done by the launcher).
+  and do not spill; 256x128 spills (1.2 KB) with 4.2 and ran 3.5x slower, so
+  it is offered only from CUTLASS 4.3 on, which rewrote that path.
+* Ping-pong 64x128 was the best kernel at every M <= 128 point of the
+  DeepSeek-V3 grid (54 points) and is 25% worse at M >= 512; CUTLASS has no
+  stream-K scheduler for ping-pong.
+* Stream-K won where the 128x128 tiles leave the last wave mostly empty
+  (1.3x at M = 1024, N = 2112) and lost up to 1.4x elsewhere; at M <= 128 it
+  lost to ping-pong even at N = 576. Split-K rarely helps and wants a large
+  workspace (capped). The stream-K scheduler in data-parallel mode is a few
+  percent slower than the persistent scheduler and CUTLASS's heuristic
+  decomposition loses at small M (both stay valid, not enumerated).
+* CUTLASS's raster heuristic was up to 1.8x slower than raster along M; the
+  space enumerates both orders explicitly. MN-major activation scales gain
+  1-2% at M >= 512 (they need M % 4 == 0 and a transpose of the quantizer's
+  [M, K/128] scales, done by the launcher).
 """
 
 from __future__ import annotations
@@ -181,16 +183,23 @@ class CutlassBackend(Backend):
                                                     splits=splits, raster=raster, reduction=reduction)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec) -> CutlassParams:
-        """Untuned choice, from a sweep of this space on an H100 (16 points of 4 DeepSeek-V3 shapes).
+        """Untuned choice, from a sweep of this space on an H100 (DeepSeek-V3 shapes x M grid).
 
-        M <= 128: ping-pong 64x128 (best at every such point, also ahead of
-        stream-K at N = 576). Larger M: cooperative 128x128 with raster along
-        M (CUTLASS's raster heuristic was up to 1.8x slower at M = 512,
-        N = 36864), swizzle 4 once both M >= 2048 and N >= 4096 (1.13x at
-        M = 4096, N = 36864). All persistent, data-parallel, cluster 1x1.
+        M <= 128: ping-pong 64x128 (the best kernel at all 54 such points,
+        also ahead of stream-K and split-K at N = 576). Larger M: cooperative
+        128x128, raster along M (CUTLASS's raster heuristic was up to 1.8x
+        slower at M = 512, N = 36864), swizzle 4 once M >= 2048 and N >= 4096;
+        persistent data-parallel, except stream-K where the 128x128 tiles fill
+        the last of several waves less than 75% and K >= 4096 (1.1-1.3x at
+        the three such points; 2 of the 27 points lost 1%).
         """
         if problem.m <= 128:
             return CutlassParams(schedule="pingpong", tile_m=64)
+        num_sms = arch.num_sms if arch is not None else 132
+        tiles = math.ceil(problem.m / 128) * math.ceil(problem.n / 128)
+        wave_efficiency = tiles / (math.ceil(tiles / num_sms) * num_sms)
+        if tiles > num_sms and wave_efficiency < 0.75 and problem.k >= 4096:
+            return CutlassParams(scheduler="streamk", decomposition="streamk", raster="along_m")
         swizzle = 4 if problem.m >= 2048 and problem.n >= 4096 else 1
         return CutlassParams(raster="along_m", max_swizzle=swizzle)
 
