@@ -88,7 +88,26 @@ def _peer_callables(m, n, k, sets):
     return peers
 
 
-def bench_point(m, n, k, arch, ceilings, rows, sweep=True):
+def _cutlass_candidates(problem: GemmProblem, arch):
+    """(name, fn) for CUTLASS's default params and every valid candidate of its space."""
+    from gemm.kernels.cutlass.backend import CutlassBackend
+
+    backend = CutlassBackend()
+    if backend.unavailable_reason() is not None:
+        return []
+    default = backend.default_params(problem, arch)
+    out = [("cutlass_default", default)]
+    out += [("cutlass_sweep", p) for p in backend.param_space(problem, arch) if backend.check(problem, p, arch) is None]
+    built = []
+    for peer, params in out:
+        try:
+            built.append((peer, params.short(), backend.build(problem, params)))
+        except Exception as exc:  # recorded by the caller as a failed candidate
+            built.append((peer, params.short(), exc))
+    return built
+
+
+def bench_point(m, n, k, arch, ceilings, rows, sweep=True, cutlass=False):
     problem = GemmProblem(m, n, k)
     bytes_per_set = n * k + m * k + 4 * (m + n) * math.ceil(k / 128)
     copies = cold_l2_copies(bytes_per_set, arch.l2_bytes)
@@ -119,6 +138,13 @@ def bench_point(m, n, k, arch, ceilings, rows, sweep=True):
     if sweep:
         for params in modest_triton_space(problem, arch):
             record("triton_sweep", params.short(), lambda *xs, p=params: launch(*xs, p), sets, True)
+    if cutlass:
+        for peer, name, fn in _cutlass_candidates(problem, arch):
+            if isinstance(fn, Exception):
+                rows.append(dict(M=m, N=n, K=k, peer=peer, config=name, status=f"FAILED: {fn}"[:200],
+                                 floor_us=floor))
+            else:
+                record(peer, name, fn, sets, True)
     del sets
     torch.cuda.empty_cache()
 
@@ -129,10 +155,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     table = best.pivot_table(index=["N", "K", "M"], columns="peer", values="us")
     floors = rows.groupby(["N", "K", "M"]).floor_us.first()
     table["floor_us"] = floors
-    if "triton_sweep" in table:
-        table["ours"] = table[["triton_sweep", "triton_heuristic"]].min(axis=1)
-    else:
-        table["ours"] = table["triton_heuristic"]
+    ours = [c for c in ("triton_sweep", "triton_heuristic", "cutlass_sweep", "cutlass_default") if c in table]
+    table["ours"] = table[ours].min(axis=1)
     return table
 
 
@@ -146,10 +170,11 @@ def print_report(table: pd.DataFrame, ceilings) -> None:
         print(f"\nceilings: FP8 per-tensor {ceilings.fp8_tflops:.0f} TFLOPS, bf16 {ceilings.bf16_tflops:.0f} TFLOPS, "
               f"copy {ceilings.copy_tbps:.2f} TB/s")
     ms = table.index.get_level_values("M")
-    print("\ngeomean speed-up of ours (best of sweep) over each peer (>1: ours faster)")
+    print("\ngeomean speed-up of ours (best of all our candidates) over each peer (>1: ours faster)")
     header = f"{'peer':<20}{'all':>8}{'M<=64':>8}{'M<=128':>8}{'M>=1024':>9}"
     print(header)
-    for peer in ("classic_default", "cublas_blockwise", "cublas_per_tensor", "bf16_matmul", "triton_heuristic"):
+    for peer in ("classic_default", "cublas_blockwise", "cublas_per_tensor", "bf16_matmul", "triton_heuristic",
+                 "triton_sweep", "cutlass_default", "cutlass_sweep"):
         if peer not in table:
             continue
         ratio = table[peer] / table.ours
@@ -163,7 +188,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_out"))
     parser.add_argument("--m", default=",".join(map(str, M_VALUES)), help="comma-separated M values")
     parser.add_argument("--shapes", nargs="*", default=[f"{n},{k}" for n, k in SHAPES], help="N,K pairs")
-    parser.add_argument("--no-sweep", action="store_true", help="time only the heuristic config of ours")
+    parser.add_argument("--no-sweep", action="store_true", help="time only the heuristic config of the Triton backend")
+    parser.add_argument("--cutlass", action="store_true", help="also time the CUTLASS backend's default and space")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new points after this")
     parser.add_argument("--from-rows", type=Path, nargs="+", metavar="CSV",
                         help="no GPU work: summarize bench_rows.csv files of earlier runs (same device) into --out")
@@ -195,7 +221,7 @@ def main(argv=None) -> int:
             if time.time() - start > args.budget_s:
                 print(f"budget reached; skipping M={m} N={n} K={k} and later points", flush=True)
                 break
-            bench_point(m, n, k, arch, ceilings, rows, sweep=not args.no_sweep)
+            bench_point(m, n, k, arch, ceilings, rows, sweep=not args.no_sweep, cutlass=args.cutlass)
             pd.DataFrame(rows).to_csv(args.out / "bench_rows.csv", index=False)
             print(f"done M={m:>5} N={n:>5} K={k:>5}  ({time.time() - start:.0f}s)", flush=True)
     frame = pd.DataFrame(rows)
