@@ -31,7 +31,6 @@ from gemm.tuner.model import predict_us
 from gemm.tuner.results import canonical_params
 
 #: The features engines' Triton kernel lacks; a Triton config without them is "plain".
-PLAIN_TRITON = {"split_k": 1, "use_tma": False, "persistent": False}
 # A tile family is kept by its best member unless the model thinks it hopeless (this many times the best).
 _FAMILY_HOPELESS = 3.0
 
@@ -65,8 +64,14 @@ def is_registered(ref: str) -> bool:
 
 
 def is_plain_triton(backend: str, params: dict) -> bool:
-    """A Triton config the engines' kernel can run as is (no split-K, TMA or persistent schedule)."""
-    return backend == "triton" and all(params.get(key, value) == value for key, value in PLAIN_TRITON.items())
+    """A Triton config the engines' kernel can run as is: every feature it lacks (split-K, TMA,
+    persistent schedule, K unrolling, ...) at its "not used" value, as the exporters judge it."""
+    if backend != "triton":
+        return False
+    from gemm.configs.engines import engine_features_used
+    from gemm.kernels.triton_fp8 import TritonParams
+
+    return not engine_features_used(TritonParams.from_dict(dict(params)).to_dict())
 
 
 @dataclass(frozen=True)
