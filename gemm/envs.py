@@ -5,7 +5,7 @@ set of knobs stays discoverable and documented.
 
 | variable | meaning | default |
 |---|---|---|
-| ``GEMM_CONFIG_DIR`` | directory of tuned config files (holding ``<device_name>/`` folders) | the ``tuned_configs/`` shipped beside the package |
+| ``GEMM_CONFIG_DIR`` | directory of tuned config files (holding ``<device_name>/`` folders) | the shipped ``tuned_configs/`` (``gemm/tuned_configs``) |
 | ``GEMM_CACHE_DIR`` | where JIT-built CUTLASS kernels are cached | ``$XDG_CACHE_HOME/gemm`` or ``~/.cache/gemm`` |
 | ``GEMM_CUTLASS_DIR`` | a CUTLASS source tree (holding ``include/``) to build against instead of the ``nvidia-cutlass`` wheel's headers | unset |
 | ``GEMM_NVCC`` | the nvcc executable | ``$CUDA_HOME/bin/nvcc`` or ``nvcc`` on ``PATH`` |
@@ -32,8 +32,12 @@ def triton_interpret() -> bool:
 
 
 def default_config_root() -> Path:
-    """The ``tuned_configs/`` directory shipped with the project."""
-    return _PACKAGE_ROOT.parent / "tuned_configs"
+    """The ``tuned_configs/`` directory shipped with the project.
+
+    ``gemm/tuned_configs`` links to the repository's top-level ``tuned_configs/``
+    in a checkout and is a real copy inside an installed wheel.
+    """
+    return _PACKAGE_ROOT / "tuned_configs"
 
 
 def config_root() -> Path:

@@ -3,7 +3,7 @@
 ::
 
     gemm tune [--preset deepseek-v3-tp8 | --shape N,K ...] [--m 1,16,...] [--m-extra 8192]
-              [--backends triton,cutlass,cublas] [--out tuned_configs] [--resume] [--interpret]
+              [--backends triton,cutlass,cublas] [--out DIR] [--resume] [--interpret]
     gemm show PATH...                      table of tuned entries
     gemm export --format vllm|sglang SRC... --out DST
     gemm import SRC... --out DST [--arch H100]
@@ -45,8 +45,9 @@ def _add_tune(sub) -> None:
                            "default: every backend usable here")
     what.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     where = p.add_argument_group("output")
-    where.add_argument("--out", default="tuned_configs", metavar="DIR",
-                       help="config root: files go to DIR/<device_name>/ (default tuned_configs/)")
+    where.add_argument("--out", default=None, metavar="DIR",
+                       help="config root: files go to DIR/<device_name>/ (default: where the op looks, "
+                            "GEMM_CONFIG_DIR or the shipped tuned_configs/)")
     where.add_argument("--log", metavar="PATH",
                        help="results log (default DIR/logs/tune-<device>-<space hash>.jsonl)")
     where.add_argument("--resume", action="store_true",

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gemm import envs
 from gemm.tuner.presets import (
     DEFAULT_M_GRID, DEFAULT_PRESET, INTERPRET_M_GRID, INTERPRET_SHAPES, LayerShape, dedupe_shapes, parse_m_list,
     parse_shape, preset_shapes,
@@ -263,7 +264,7 @@ def run_tune(args) -> int:
     fingerprint = Fingerprint(target.device_name, target.arch.name, provenance.torch, provenance.triton,
                               provenance.cutlass, provenance.tool_version, plan.hash, settings.block_shape,
                               settings.out_dtype)
-    out_root = Path(args.out)
+    out_root = Path(args.out) if args.out is not None else envs.config_root()
     log_path = Path(args.log) if args.log else out_root / "logs" / f"tune-{target.device_name}-{plan.hash[:12]}.jsonl"
     existing = []
     try:
