@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from gemm.quant import random_problem_inputs
+from gemm.tuner.timing import copies_for, replay_samples_us
 
 
 @dataclass(frozen=True)
@@ -26,34 +27,16 @@ class Timing:
 
 def cold_l2_copies(bytes_per_set: int, l2_bytes: int, cap: int = 96) -> int:
     """How many distinct input sets make the rotation exceed twice the L2."""
-    return max(2, min(cap, math.ceil(2 * l2_bytes / max(1, bytes_per_set)) + 1))
+    return min(cap, copies_for(bytes_per_set, l2_bytes))
 
 
-def graph_time_us(fn: Callable, arg_sets: Sequence[tuple], reps: int = 15, min_calls: int = 12) -> Timing:
-    """Median time per call of ``fn(*args)`` replayed in a CUDA graph that cycles ``arg_sets``."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for args in arg_sets[:2]:
-            fn(*args)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    calls = max(len(arg_sets), min_calls)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fn(*arg_sets[i % len(arg_sets)])
-    graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(reps):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1000.0 / calls)
-    del graph
+def graph_time_us(fn: Callable, arg_sets: Sequence[tuple], reps: int = 15) -> Timing:
+    """Median time per call of ``fn(*args)`` replayed in a CUDA graph that cycles ``arg_sets``.
+
+    Few arg sets (large problems) are repeated so that one replay holds at least 12 calls.
+    """
+    sets = list(arg_sets) * max(1, -(-12 // len(arg_sets)))
+    samples, _ = replay_samples_us(fn, sets, reps)
     samples.sort()
     median = statistics.median(samples)
     lo, hi = samples[int(0.2 * (len(samples) - 1))], samples[int(0.8 * (len(samples) - 1))]
@@ -80,14 +63,14 @@ def measure_ceilings(size: int = 8192) -> Ceilings:
     b = torch.randn(size, size, device="cuda").to(torch.float8_e4m3fn)
     one = torch.ones((), device="cuda")
     fp8 = graph_time_us(lambda x, y: torch._scaled_mm(x, y.t(), scale_a=one, scale_b=one,
-                                                      out_dtype=torch.bfloat16), [(a, b)], reps=10, min_calls=3)
+                                                      out_dtype=torch.bfloat16), [(a, b)], reps=10)
     ab, bb = torch.randn(size, size, device="cuda", dtype=torch.bfloat16), torch.randn(
         size, size, device="cuda", dtype=torch.bfloat16)
-    bf16 = graph_time_us(torch.matmul, [(ab, bb)], reps=10, min_calls=3)
+    bf16 = graph_time_us(torch.matmul, [(ab, bb)], reps=10)
     src = torch.randn(2**28, device="cuda")  # 1 GiB
     dst = torch.empty_like(src)
     # A kernel copy (mul by 1): a graph-captured copy_ becomes a slower memcpy node.
-    copy = graph_time_us(lambda s, d: torch.mul(s, 1.0, out=d), [(src, dst)], reps=10, min_calls=3)
+    copy = graph_time_us(lambda s, d: torch.mul(s, 1.0, out=d), [(src, dst)], reps=10)
     flops = 2 * size**3
     return Ceilings(flops / fp8.us / 1e6, flops / bf16.us / 1e6, 2 * src.numel() * 4 / copy.us / 1e6)
 

@@ -90,31 +90,41 @@ class CudaGraphTimer:
         return self._copies
 
     def measure(self, fn, inputs: GemmInputs, reps: int) -> Timing:
-        copies = self._rotation(inputs)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):  # warm up off the capture stream, as graph capture requires
-            for args in copies:
-                fn(*args)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = [fn(*args) for args in copies]
-        graph.replay()  # first replay pays one-time costs (instantiation, page mapping)
-        torch.cuda.synchronize()
-        starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-        for start, end in zip(starts, ends):
-            start.record()
-            graph.replay()
-            end.record()
-        torch.cuda.synchronize()
-        samples = [s.elapsed_time(e) * 1e3 / len(copies) for s, e in zip(starts, ends)]
+        samples, output = replay_samples_us(fn, self._rotation(inputs), reps)
         median, spread = _summary(samples)
-        output = outputs[0].clone()
-        del graph, outputs
         return Timing(median, spread, reps, output)
+
+
+def replay_samples_us(fn: Callable[..., torch.Tensor], arg_sets: list[tuple], reps: int
+                      ) -> tuple[list[float], torch.Tensor]:
+    """Per-call microseconds of ``reps`` replays of one CUDA graph calling ``fn`` once on each arg set.
+
+    Returns the samples and (a copy of) the output of the call on ``arg_sets[0]``. The caller
+    supplies distinct arg sets large enough together to defeat the L2 (see ``copies_for``).
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm up off the capture stream, as graph capture requires
+        for args in arg_sets:
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = [fn(*args) for args in arg_sets]
+    graph.replay()  # first replay pays one-time costs (instantiation, page mapping)
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for start, end in zip(starts, ends):
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    samples = [s.elapsed_time(e) * 1e3 / len(arg_sets) for s, e in zip(starts, ends)]
+    output = outputs[0].clone()
+    del graph, outputs
+    return samples, output
 
 
 class WallClockTimer:
