@@ -4,6 +4,7 @@
 
     gemm tune [--preset deepseek-v3-tp8 | --shape N,K ...] [--m 1,16,...] [--m-extra 8192]
               [--backends triton,cutlass,cublas] [--out DIR] [--resume] [--interpret]
+              [--gpus all|N|0,1,3 | --ray [ADDRESS]]
     gemm show PATH...                      table of tuned entries
     gemm export --format vllm|sglang SRC... --out DST
     gemm import SRC... --out DST [--arch H100]
@@ -69,6 +70,13 @@ def _add_tune(sub) -> None:
                      help="tiny sweep on the CPU through the Triton interpreter (checks the tool, not a GPU)")
     run.add_argument("--workers", type=int, metavar="N",
                      help="worker processes (default: CPUs - 1 on a GPU, 1 with --interpret; 0: in-process)")
+    run.add_argument("--gpus", metavar="all|N|LIST",
+                     help="one worker process per GPU of this machine: 'all', the first N, or indices like 0,1,3 "
+                          "(--workers then counts evaluation processes per GPU); with --interpret, N CPU "
+                          "stand-ins; with --ray, at most N tasks at a time")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="tune on a Ray cluster (optional extra 'ray'), one task with one GPU per (shape, "
+                          "backend); ADDRESS defaults to RAY_ADDRESS or a new local Ray instance")
     run.add_argument("--timeout", type=float, default=120.0, metavar="S",
                      help="seconds a built candidate may run (incl. Triton's JIT compile) before it is "
                           "killed as TIMEOUT (default 120)")

@@ -225,15 +225,67 @@ def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choice
     return write_config(out_root, config)
 
 
-def run_tune(args) -> int:
-    from gemm.configs import ConfigError
+def check_running_args(args) -> None:
+    """UsageError for a bad --workers or --time-limit."""
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+
+
+def sweep_settings(args, timer: str, shapes, m_grid, backends):
+    """The SweepSettings the command line asks for (ValueError for a bad value)."""
+    from gemm.tuner.space import PruneSettings
+    from gemm.tuner.sweep import SweepSettings
+
+    budget = None if args.exhaustive else args.budget
+    return SweepSettings(
+        shapes=tuple(shapes), m_grid=m_grid, backends=tuple(backends), timer=timer,
+        out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
+        keep=None if args.exhaustive else args.keep, screen_margin=args.screen_margin,
+        screen_reps=2 if args.interpret else 5, final_reps=3 if args.interpret else 50,
+        interpret=args.interpret)
+
+
+def sweep_fingerprint(target: Target, plan):
+    """The log header of a sweep of ``plan`` on ``target`` with this software."""
     from gemm.configs.schema import Provenance
+    from gemm.tuner.results import Fingerprint
+
+    provenance = Provenance.current("measured")
+    return Fingerprint(target.device_name, target.arch.name, provenance.torch, provenance.triton,
+                       provenance.cutlass, provenance.tool_version, plan.hash, plan.settings.block_shape,
+                       plan.settings.out_dtype)
+
+
+def default_log_path(out_root: Path, device_name: str, plan) -> Path:
+    return out_root / "logs" / f"tune-{device_name}-{plan.hash[:12]}.jsonl"
+
+
+def open_results_log(log_path: Path, fingerprint, resume: bool):
+    """(open log, rows already there): resumed when asked and present, else new. Raises LogMismatchError."""
+    from gemm.tuner.results import ResultsLog
+
+    if resume and log_path.exists():
+        log, existing = ResultsLog.resume(log_path, fingerprint)
+        _say(f"gemm tune: resuming {log_path} ({len(existing)} rows already there)")
+        return log, existing
+    if resume:
+        _say(f"gemm tune: no log at {log_path} to resume; starting a new sweep")
+    return ResultsLog.create(log_path, fingerprint), []
+
+
+def run_tune(args) -> int:
+    if getattr(args, "gpus", None) is not None or getattr(args, "ray", None) is not None:
+        from gemm.tuner.distributed_cmd import run_distributed
+
+        return run_distributed(args)
+    from gemm.configs import ConfigError
     from gemm.tuner.report import choices_table, shape_line, status_table
-    from gemm.tuner.results import Fingerprint, LogMismatchError, ResultsLog
+    from gemm.tuner.results import LogMismatchError
     from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool, WorkerStartError
     from gemm.tuner.select import select
-    from gemm.tuner.space import PruneSettings
-    from gemm.tuner.sweep import Sweep, SweepPlan, SweepSettings, TimeLimitReached
+    from gemm.tuner.sweep import Sweep, SweepPlan, TimeLimitReached
     from gemm.tuner.worker import WorkerSettings
 
     started = time.monotonic()
@@ -242,39 +294,20 @@ def run_tune(args) -> int:
         shapes = resolve_shapes(args)
         m_grid = resolve_m_grid(args)
         backends = resolve_backends(args)
-        budget = None if args.exhaustive else args.budget
-        settings = SweepSettings(
-            shapes=tuple(shapes), m_grid=m_grid, backends=tuple(backends), timer=target.timer,
-            out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
-            keep=None if args.exhaustive else args.keep, screen_margin=args.screen_margin,
-            screen_reps=2 if args.interpret else 5, final_reps=3 if args.interpret else 50,
-            interpret=args.interpret)
+        settings = sweep_settings(args, target.timer, shapes, m_grid, backends)
         timeouts = Timeouts(build_s=args.build_timeout, run_s=args.timeout)
-        if args.workers is not None and args.workers < 0:
-            raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
-        if args.time_limit is not None and args.time_limit <= 0:
-            raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+        check_running_args(args)
     except (UsageError, ValueError) as exc:
         _say(f"gemm tune: {exc}")
         return EXIT_USAGE
 
     plan = SweepPlan.build(settings, target.arch)
     counts = plan.counts()
-    provenance = Provenance.current("measured")
-    fingerprint = Fingerprint(target.device_name, target.arch.name, provenance.torch, provenance.triton,
-                              provenance.cutlass, provenance.tool_version, plan.hash, settings.block_shape,
-                              settings.out_dtype)
+    fingerprint = sweep_fingerprint(target, plan)
     out_root = Path(args.out) if args.out is not None else envs.config_root()
-    log_path = Path(args.log) if args.log else out_root / "logs" / f"tune-{target.device_name}-{plan.hash[:12]}.jsonl"
-    existing = []
+    log_path = Path(args.log) if args.log else default_log_path(out_root, target.device_name, plan)
     try:
-        if args.resume and log_path.exists():
-            log, existing = ResultsLog.resume(log_path, fingerprint)
-            _say(f"gemm tune: resuming {log_path} ({len(existing)} rows already there)")
-        else:
-            if args.resume:
-                _say(f"gemm tune: no log at {log_path} to resume; starting a new sweep")
-            log = ResultsLog.create(log_path, fingerprint)
+        log, existing = open_results_log(log_path, fingerprint, args.resume)
     except LogMismatchError as exc:
         _say(f"gemm tune: {exc}")
         return EXIT_USAGE
