@@ -9,9 +9,18 @@
    rotated input copies (cold L2), next to cuBLAS blockwise where it is correct.
 
 Writes one JSON line per candidate to ``--out`` and prints a summary: per point
-the best CUTLASS candidate, the default params and cuBLAS, in microseconds.
+the best CUTLASS candidate, the best of each tile height, the default params and
+cuBLAS, in microseconds, then geomean ratios (best of the 256-row tiles over the
+best of the 128-row ones, and each over cuBLAS).
 
     python scripts/check_cutlass_gpu.py --points quick --time --out results/cutlass_check.jsonl
+
+The CUTLASS release comes from ``GEMM_CUTLASS_DIR`` (else the nvidia-cutlass
+wheel); the 256x128 tile is in the space from CUTLASS 4.3 on, at M >= 512.
+``--points wide`` (M = 1024 and 4096 over all shapes) compares it with the
+128x128 tile and cuBLAS where it matters:
+
+    GEMM_CUTLASS_DIR=.carry/cutlass-new python scripts/check_cutlass_gpu.py --points wide --time
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from bench_lib import cold_l2_copies, geomean, graph_time_us, make_input_sets  #
 from gemm.arch import detect_arch  # noqa: E402
 from gemm.kernels.base import BackendError  # noqa: E402
 from gemm.kernels.cublas import CublasBackend, CublasParams  # noqa: E402
-from gemm.kernels.cutlass import jit, launcher  # noqa: E402
+from gemm.kernels.cutlass import jit, launcher, toolchain  # noqa: E402
 from gemm.kernels.cutlass.backend import CutlassBackend  # noqa: E402
 from gemm.kernels.cutlass.config import KernelConfig  # noqa: E402
 from gemm.problem import GemmProblem  # noqa: E402
@@ -48,6 +57,7 @@ POINT_SETS = {
     "quick": [(m, n, k) for n, k in [(576, 7168), (2112, 7168), (7168, 2304), (36864, 7168)]
               for m in (1, 64, 512, 4096)],
     "full": [(m, n, k) for n, k in SHAPES for m in M_VALUES],
+    "wide": [(m, n, k) for m in (4096, 1024) for n, k in SHAPES],
 }
 
 
@@ -126,6 +136,8 @@ def check_point(backend: CutlassBackend, arch, m: int, n: int, k: int, timing: b
     if timed:
         best = min(timed, key=lambda r: r["us"])
         summary["best_us"], summary["best"] = best["us"], best["short"]
+        for tile_m in sorted({r["params"]["tile_m"] for r in timed}):
+            summary[f"best{tile_m}_us"] = min(r["us"] for r in timed if r["params"]["tile_m"] == tile_m)
         summary["default_us"] = next((r["us"] for r in timed if r["params"] == default.to_dict()), None)
         if summary["default_us"] is None:
             try:
@@ -142,6 +154,20 @@ def check_point(backend: CutlassBackend, arch, m: int, n: int, k: int, timing: b
     return summary
 
 
+def print_tile_comparison(summaries: list[dict]) -> None:
+    """Geomeans of the 256-row tiles' best against the 128-row tiles' best and cuBLAS, overall and at M >= 1024."""
+    for label, rows in (("all points", summaries), ("M >= 1024", [s for s in summaries if s["point"][0] >= 1024])):
+        both = [s for s in rows if "best256_us" in s and "best128_us" in s]
+        if not both:
+            continue
+        wide = geomean(s["best128_us"] / s["best256_us"] for s in both)
+        with_cublas = [s for s in both if "cublas_us" in s]
+        print(f"{label}: best 256x128 over best 128x128: {wide:.3f} ({len(both)} points); over cuBLAS: "
+              f"256x128 {geomean(s['cublas_us'] / s['best256_us'] for s in with_cublas):.3f}, 128x128 "
+              f"{geomean(s['cublas_us'] / s['best128_us'] for s in with_cublas):.3f}, best of all "
+              f"{geomean(s['cublas_us'] / s['best_us'] for s in with_cublas):.3f} ({len(with_cublas)} points)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", choices=sorted(POINT_SETS), default="quick")
@@ -154,6 +180,8 @@ def main() -> int:
     args = parser.parse_args()
 
     backend = CutlassBackend()
+    headers = toolchain.find_cutlass()
+    print(f"CUTLASS {headers.version_string} headers ({headers.origin}: {headers.include_dirs[0]})", flush=True)
     if not torch.cuda.is_available():
         print("no CUDA device: building only", flush=True)
         args.build_only = True
@@ -183,7 +211,10 @@ def main() -> int:
             line = (f"M={m:5d} N={n:5d} K={k:5d}: ok {summary['ok']:3d} wrong {summary['wrong']} "
                     f"invalid {summary['invalid']} failed {summary['failed']}")
             if "best_us" in summary:
+                per_tile = " ".join(f"{key[4:-3]}:{value:.1f}" for key, value in summary.items()
+                                    if key.startswith("best") and key[4:-3].isdigit())
                 line += (f" | best {summary['best_us']:8.1f} us ({summary['best_tflops']:6.1f} TFLOPS) "
+                         f"[by tile_m {per_tile}] "
                          f"default {summary.get('default_us') or float('nan'):8.1f} us "
                          f"cuBLAS {summary.get('cublas_us', float('nan')):8.1f} us | {summary['best']}")
             print(line + f"  [{time.perf_counter() - start:.0f} s]", flush=True)
@@ -198,6 +229,7 @@ def main() -> int:
         default_vs_cublas = [s["cublas_us"] / s["default_us"] for s in summaries
                              if "cublas_us" in s and s.get("default_us")]
         print(f"geomean speed-up of CUTLASS default params over cuBLAS blockwise: {geomean(default_vs_cublas):.3f}")
+        print_tile_comparison(summaries)
     print(f"{wrong} wrong or failed candidates")
     return 1 if wrong or not ok else 0
 

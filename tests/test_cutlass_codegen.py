@@ -1,28 +1,24 @@
-"""CPU tests of the CUTLASS backend: params, code generation, toolchain discovery, the JIT cache
-(with a stand-in compiler), ahead-of-time builds and the backend's constraints and space.
+"""CPU tests of what the CUTLASS backend generates and offers: params, the C++ source and the ABI it
+shares with the launcher, the backend's constraints, search space and defaults (per CUTLASS
+release), and the launcher's tensor preparation.
 
-Nothing here needs nvcc or a GPU; the real compile is in test_cutlass_compile.py.
+Nothing here needs nvcc or a GPU; building is in test_cutlass_toolchain.py (stand-in compiler)
+and test_cutlass_compile.py (real nvcc).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
-import threading
-from pathlib import Path
 
 import pytest
 import torch
 
 from gemm.arch import get_arch
 from gemm.kernels import get_backend
-from gemm.kernels.base import BackendUnavailable, CompileError, UnsupportedProblem
-from gemm.kernels.cutlass import aot, backend as backend_module, codegen, jit, launcher, toolchain
+from gemm.kernels.base import BackendUnavailable, UnsupportedProblem
+from gemm.kernels.cutlass import backend as backend_module, codegen, launcher, support, toolchain
 from gemm.kernels.cutlass.backend import CutlassBackend
 from gemm.kernels.cutlass.config import (DECOMPOSITION_CODES, RASTER_CODES, REDUCTION_CODES, CutlassParams,
                                          KernelConfig)
@@ -32,6 +28,20 @@ H100 = get_arch("H100")
 DEEPSEEK_SHAPES = [(2112, 7168), (3072, 1536), (4096, 512), (7168, 2048), (4608, 7168), (7168, 2304),
                    (576, 7168), (36864, 7168), (7168, 18432)]
 M_VALUES = [1, 3, 16, 64, 100, 128, 512, 1024, 4096]
+WHEEL_CUTLASS = (4, 2, 0)  # the nvidia-cutlass wheel: ping-pong 64x128 builds, 256x128 spills
+NEWER_CUTLASS = (4, 5, 0)  # 256x128 builds without spills, 64-row tiles do not compile
+
+
+@pytest.fixture(autouse=True)
+def installed_cutlass(monkeypatch):
+    """Pins the CUTLASS version the backend sees (default: the wheel's), whatever this machine has.
+
+    Returns a function that installs another version (or None: no headers).
+    """
+    def install(version):
+        monkeypatch.setattr(toolchain, "cutlass_version_or_none", lambda: version)
+    install(WHEEL_CUTLASS)
+    return install
 
 
 # --------------------------------------------------------------------------- params
@@ -81,9 +91,14 @@ def test_run_time_fields_share_one_kernel_config():
     assert base.kernel_config("float16") != base.kernel_config("bfloat16")
 
 
-def test_kernel_config_names_are_distinct_and_file_safe():
-    configs = {p.kernel_config(dtype) for n, k in DEEPSEEK_SHAPES for m in M_VALUES
-               for p in CutlassBackend().param_space(GemmProblem(m, n, k), H100) for dtype in ("bfloat16", "float16")}
+def test_kernel_config_names_are_distinct_and_file_safe(installed_cutlass):
+    configs = set()
+    for version in (WHEEL_CUTLASS, NEWER_CUTLASS):
+        installed_cutlass(version)
+        configs |= {p.kernel_config(dtype) for n, k in DEEPSEEK_SHAPES for m in M_VALUES
+                    for p in CutlassBackend().param_space(GemmProblem(m, n, k), H100)
+                    for dtype in ("bfloat16", "float16")}
+    assert {c.tile_m for c in configs} == {64, 128, 256}
     names = {c.name for c in configs}
     assert len(names) == len(configs) > 10
     assert all(re.fullmatch(r"[A-Za-z0-9_]+", name) for name in names)
@@ -165,210 +180,6 @@ def test_status_codes_match_the_header():
         "CudaError": launcher.CUDA_ERROR, "Internal": launcher.INTERNAL}
 
 
-# --------------------------------------------------------------------------- toolchain
-
-
-def _fake_cutlass_tree(root: Path, version=(4, 3, 1)) -> Path:
-    include = root / "include" / "cutlass"
-    include.mkdir(parents=True)
-    (include / "version.h").write_text(textwrap.dedent(f"""\
-        #define CUTLASS_MAJOR {version[0]}
-        #define CUTLASS_MINOR {version[1]}
-        #define CUTLASS_PATCH {version[2]}
-        """))
-    (root / "tools" / "util" / "include" / "cutlass" / "util").mkdir(parents=True)
-    return root
-
-
-FAKE_NVCC = """\
-#!{python}
-# Stand-in for nvcc: answers --version, writes the -o file, records each compile, fails on request.
-import os, sys, time
-args = sys.argv[1:]
-if args == ["--version"]:
-    print("Cuda compilation tools, release 13.0, V13.0.88")
-    sys.exit(0)
-source = open(args[-1]).read()
-with open(os.environ["FAKE_NVCC_CALLS"], "a") as calls:
-    calls.write(source.splitlines()[1] + "\\n")
-time.sleep(float(os.environ.get("FAKE_NVCC_SLEEP", "0")))
-if os.environ.get("FAKE_NVCC_FAIL_ON", "\\0") in source:
-    print("kernel.cu(12): error: static assertion failed with \\"made-up failure\\"", file=sys.stderr)
-    sys.exit(2)
-with open(args[args.index("-o") + 1], "w") as out:
-    out.write("not really a library")
-print("ptxas info    : Used 168 registers, used 2 barriers")
-print("ptxas info    :     0 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads")
-"""
-
-
-@pytest.fixture
-def fake_toolchain(tmp_path, monkeypatch):
-    """A made-up nvcc and CUTLASS tree, and a private cache directory."""
-    nvcc = tmp_path / "bin" / "nvcc"
-    nvcc.parent.mkdir()
-    nvcc.write_text(FAKE_NVCC.format(python=sys.executable))
-    nvcc.chmod(0o755)
-    calls = tmp_path / "nvcc_calls.txt"
-    calls.write_text("")
-    monkeypatch.setenv("GEMM_NVCC", str(nvcc))
-    monkeypatch.setenv("GEMM_CUTLASS_DIR", str(_fake_cutlass_tree(tmp_path / "cutlass")))
-    monkeypatch.setenv("GEMM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("FAKE_NVCC_CALLS", str(calls))
-    return calls
-
-
-def test_cutlass_dir_override_and_its_version(fake_toolchain, tmp_path):
-    headers = toolchain.find_cutlass()
-    assert headers.version == (4, 3, 1) and headers.origin == "GEMM_CUTLASS_DIR"
-    root = tmp_path / "cutlass"
-    assert headers.include_dirs == (root / "include", root / "tools" / "util" / "include")
-    assert toolchain.find_toolchain().nvcc_version == "13.0.88"
-
-
-def test_missing_headers_and_nvcc_are_clear_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("GEMM_CUTLASS_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(BackendUnavailable, match="no CUTLASS headers in .*GEMM_CUTLASS_DIR"):
-        toolchain.find_cutlass()
-    assert toolchain.cutlass_version_or_none() is None
-    monkeypatch.setenv("GEMM_NVCC", str(tmp_path / "no-nvcc"))
-    with pytest.raises(BackendUnavailable, match="nvcc not found"):
-        toolchain.find_nvcc()
-
-
-def test_wheel_headers_are_found_without_importing_the_package():
-    code = ("import sys; from gemm.kernels.cutlass import toolchain; h = toolchain.find_cutlass(); "
-            "print(h.version, h.origin, 'cutlass_library' in sys.modules)")
-    env = {k: v for k, v in os.environ.items() if k != "GEMM_CUTLASS_DIR"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    if "CUTLASS headers not found" in result.stderr:
-        pytest.skip("the nvidia-cutlass wheel is not installed")
-    assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"\(4, \d+, \d+\) nvidia-cutlass wheel False", result.stdout.strip()), result.stdout
-
-
-# --------------------------------------------------------------------------- JIT cache
-
-
-def test_build_compiles_once_and_caches_by_content(fake_toolchain, tmp_path):
-    first = jit.build(KernelConfig())
-    assert not first.cached and first.path.read_text() == "not really a library"
-    assert (first.registers, first.spill_bytes) == (168, 12)
-    entry = first.path.parent
-    assert entry.parent == tmp_path / "cache" / "cutlass"
-    assert (entry / "kernel.cu").read_text() == codegen.render_source(KernelConfig())
-    assert (entry / codegen.HEADER_NAME).read_text() == codegen.header_text()
-    meta = json.loads((entry / jit.META_NAME).read_text())
-    assert meta["cutlass_version"] == "4.3.1" and meta["nvcc_version"] == "13.0.88" and meta["registers"] == 168
-    assert "ptxas" in (entry / jit.LOG_NAME).read_text()
-    again = jit.build(KernelConfig())
-    assert again.cached and again.path == first.path and again.registers == 168
-    other = jit.build(KernelConfig(cluster_n=2))
-    assert other.path != first.path
-    assert len(fake_toolchain.read_text().splitlines()) == 2
-    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")], "temporary build dirs left behind"
-
-
-def test_cache_key_covers_source_header_versions_and_flags(fake_toolchain):
-    tc = toolchain.find_toolchain()
-    source, header = codegen.render_source(KernelConfig()), codegen.header_text()
-    key = jit.cache_key(source, header, tc)
-    other_tc = dataclasses.replace(tc, cutlass=dataclasses.replace(tc.cutlass, version=(4, 2, 0)))
-    variants = [jit.cache_key(source + " ", header, tc), jit.cache_key(source, header + " ", tc),
-                jit.cache_key(source, header, other_tc),
-                jit.cache_key(source, header, dataclasses.replace(tc, nvcc_version="12.9.1")),
-                jit.cache_key(source, header, tc, flags=("-O2",))]
-    assert key not in variants and len(set(variants)) == len(variants)
-
-
-def test_failed_build_raises_with_the_compiler_log_and_leaves_nothing(fake_toolchain, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_NVCC_FAIL_ON", "Pingpong")
-    with pytest.raises(CompileError, match="made-up failure") as info:
-        jit.build(KernelConfig(schedule="pingpong", tile_m=64))
-    assert isinstance(info.value, jit.NvccError)
-    assert "made-up failure" in info.value.log and info.value.command[0].endswith("nvcc")
-    assert "pingpong_64x128x128" in str(info.value)
-    root = tmp_path / "cache" / "cutlass"
-    assert not [p for p in root.iterdir() if p.is_dir()], "a failed build must not leave a cache entry"
-
-
-def test_build_many_dedups_runs_in_parallel_and_isolates_failures(fake_toolchain, monkeypatch):
-    monkeypatch.setenv("FAKE_NVCC_FAIL_ON", "Pingpong")
-    monkeypatch.setenv("FAKE_NVCC_SLEEP", "0.3")
-    configs = [KernelConfig(), KernelConfig(cluster_m=2), KernelConfig(), KernelConfig(schedule="pingpong", tile_m=64),
-               KernelConfig(sfa_major="mn")]
-    seen = []
-    outcomes = jit.build_many(configs, jobs=4, progress=seen.append)
-    assert [o.config for o in outcomes] == list(dict.fromkeys(configs))
-    assert len(seen) == 4
-    failed = [o for o in outcomes if o.error is not None]
-    assert [o.config.schedule for o in failed] == ["pingpong"] and isinstance(failed[0].error, CompileError)
-    assert all(o.result.path.is_file() for o in outcomes if o.error is None)
-    assert len(fake_toolchain.read_text().splitlines()) == 4
-
-
-def test_concurrent_builds_of_one_kernel_compile_it_once(fake_toolchain, monkeypatch):
-    monkeypatch.setenv("FAKE_NVCC_SLEEP", "0.5")
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(jit.build(KernelConfig()))) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len({r.path for r in results}) == 1 and sum(not r.cached for r in results) == 1
-    assert len(fake_toolchain.read_text().splitlines()) == 1
-
-
-# --------------------------------------------------------------------------- ahead-of-time builds
-
-
-def _write_config(path: Path, entries: dict, **top) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"entries": entries, **top}))
-    return path
-
-
-def test_config_files_yield_their_cutlass_params(tmp_path):
-    coop = CutlassParams().to_dict()
-    ping = CutlassParams(schedule="pingpong", tile_m=64).to_dict()
-    _write_config(tmp_path / "dev" / "N=2112,K=7168.json", {
-        "1": {"backend": "cutlass", "params": ping, "us": 10.0},
-        "64": {"backend": "triton", "params": {"block_m": 64}, "us": 12.0},
-        "4096": {"backend": "cutlass", "params": coop, "us": 90.0}})
-    single = _write_config(tmp_path / "other" / "N=576,K=7168.json", {
-        "16": {"backend": "cutlass", "params": ping, "us": 5.0},
-        "512": {"backend": "cutlass", "params": dict(coop, raster="along_m"), "us": 30.0}}, out_dtype="float16")
-    params = aot.params_in_config_files([tmp_path / "dev", single])
-    assert params == [CutlassParams(schedule="pingpong", tile_m=64), CutlassParams(),
-                      CutlassParams(raster="along_m")]
-    configs = aot.kernel_configs_in_config_files([tmp_path])
-    assert set(configs) == {CutlassParams(schedule="pingpong", tile_m=64).kernel_config("bfloat16"),
-                            CutlassParams().kernel_config("bfloat16"),
-                            CutlassParams(schedule="pingpong", tile_m=64).kernel_config("float16"),
-                            CutlassParams().kernel_config("float16")}
-
-
-def test_bad_config_files_are_named_in_the_error(tmp_path):
-    bad_json = tmp_path / "a.json"
-    bad_json.write_text("{not json")
-    with pytest.raises(ValueError, match="a.json"):
-        aot.params_in_config_files([bad_json])
-    bad_params = _write_config(tmp_path / "b.json", {"8": {"backend": "cutlass", "params": {"tile_m": "big"}}})
-    with pytest.raises(ValueError, match=r"(?s)b\.json.*M=8.*tile_m"):
-        aot.params_in_config_files([bad_params])
-    with pytest.raises(FileNotFoundError, match="missing"):
-        aot.params_in_config_files([tmp_path / "missing"])
-
-
-def test_build_kernels_builds_each_library_once_and_reports_failures(fake_toolchain, monkeypatch):
-    params = [CutlassParams(), CutlassParams(raster="along_m"), CutlassParams(cluster_m=2)]
-    paths = aot.build_kernels(params, jobs=2)
-    assert len(paths) == 2 and all(p.is_file() for p in paths)
-    monkeypatch.setenv("FAKE_NVCC_FAIL_ON", "Pingpong")
-    with pytest.raises(CompileError, match=r"(?s)1 of 2 CUTLASS kernels failed.*pingpong_64x128x128.*made-up failure"):
-        aot.build_kernels([CutlassParams(), CutlassParams(schedule="pingpong", tile_m=64)])
-
-
 # --------------------------------------------------------------------------- backend
 
 
@@ -418,8 +229,12 @@ def test_check_names_why_a_candidate_cannot_run(problem, params, arch, reason):
         assert result is not None and reason in result, result
 
 
-def test_param_space_is_valid_distinct_and_sensible():
+@pytest.mark.parametrize("version", [WHEEL_CUTLASS, NEWER_CUTLASS, None])
+def test_param_space_is_valid_distinct_and_sensible(installed_cutlass, version):
+    installed_cutlass(version)
     be = CutlassBackend()
+    pingpong_builds = version is None or version < (4, 3, 0)
+    wide_offered = version is not None and version >= (4, 3, 0)
     for n, k in DEEPSEEK_SHAPES:
         for m in M_VALUES:
             problem = GemmProblem(m, n, k)
@@ -428,22 +243,59 @@ def test_param_space_is_valid_distinct_and_sensible():
             for p in space:
                 assert be.check(problem, p, H100) is None, (problem, p)
                 assert p.reduction == "deterministic"
-            kinds = {(p.schedule, p.scheduler, p.decomposition) for p in space}
-            assert ("cooperative", "persistent", "data_parallel") in kinds
-            assert ("cooperative", "streamk", "streamk") in kinds
-            assert (("pingpong", "persistent", "data_parallel") in kinds) == (m <= 256)
+            kinds = {(p.schedule, p.tile_m, p.scheduler, p.decomposition) for p in space}
+            assert ("cooperative", 128, "persistent", "data_parallel") in kinds
+            assert ("cooperative", 128, "streamk", "streamk") in kinds
+            assert (("pingpong", 64, "persistent", "data_parallel") in kinds) == (m <= 256 and pingpong_builds)
+            wide = {kind for kind in kinds if kind[1] == 256}
+            assert bool(wide) == (m >= 512 and wide_offered)
+            if wide:
+                assert wide == {("cooperative", 256, "persistent", "data_parallel"),
+                                ("cooperative", 256, "streamk", "streamk")}
             assert any(p.sfa_major == "mn" for p in space) == (m >= 512)
             assert {(p.cluster_m, p.cluster_n) for p in space} == {(1, 1), (2, 1), (1, 2)}
 
 
-def test_wide_tiles_are_offered_only_from_cutlass_4_3(monkeypatch):
-    problem = GemmProblem(4096, 7168, 2048)
-    for version, offered in [((4, 2, 0), False), ((4, 3, 0), True), (None, False)]:
-        monkeypatch.setattr(toolchain, "cutlass_version_or_none", lambda v=version: v)
-        tiles = {p.tile_m for p in CutlassBackend().param_space(problem, H100)}
+def test_wide_tiles_are_offered_from_cutlass_4_3_at_m_512_and_up(installed_cutlass):
+    for version, offered in [((4, 2, 9), False), ((4, 3, 0), True), (NEWER_CUTLASS, True), (None, False)]:
+        installed_cutlass(version)
+        tiles = {p.tile_m for p in CutlassBackend().param_space(GemmProblem(4096, 7168, 2048), H100)}
         assert (256 in tiles) == offered, version
-    monkeypatch.setattr(toolchain, "cutlass_version_or_none", lambda: (4, 3, 0))
-    assert 256 not in {p.tile_m for p in CutlassBackend().param_space(GemmProblem(64, 7168, 2048), H100)}
+    installed_cutlass(NEWER_CUTLASS)
+    for m, offered in [(64, False), (256, False), (511, False), (512, True), (8192, True)]:
+        tiles = {p.tile_m for p in CutlassBackend().param_space(GemmProblem(m, 7168, 2048), H100)}
+        assert (256 in tiles) == offered, m
+    # Asked for explicitly, the wide tile stays valid with 4.2 (slow, not wrong), for comparisons.
+    installed_cutlass(WHEEL_CUTLASS)
+    assert CutlassBackend().check(GemmProblem(4096, 7168, 2048), P(tile_m=256), H100) is None
+
+
+@pytest.mark.parametrize("version, refused", [(WHEEL_CUTLASS, False), ((4, 3, 0), True), (NEWER_CUTLASS, True),
+                                              (None, False)])
+def test_narrow_tiles_are_refused_where_cutlass_cannot_compile_them(installed_cutlass, version, refused):
+    installed_cutlass(version)
+    be = CutlassBackend()
+    reason = be.check(PROBLEM, P(schedule="pingpong", tile_m=64), H100)
+    if refused:
+        assert reason is not None and f"CUTLASS {support.version_string(version)} cannot compile 64-row" in reason
+    else:
+        assert reason is None
+    for m in (1, 16, 128):
+        problem = GemmProblem(m, 576, 7168)
+        default = be.default_params(problem, H100)
+        assert be.check(problem, default, H100) is None
+        assert (default.schedule, default.tile_m) == (("cooperative", 128) if refused else ("pingpong", 64))
+
+
+def test_support_version_ranges(monkeypatch):
+    assert support.narrow_tiles_build((4, 2, 1)) and not support.narrow_tiles_build((4, 3, 0))
+    assert not support.narrow_tiles_build((5, 0, 0)) and support.narrow_tiles_build(None)
+    monkeypatch.setattr(support, "NARROW_TILE_BROKEN_CUTLASS", ((4, 3, 0), (4, 6, 0)))
+    assert not support.narrow_tiles_build((4, 5, 9)) and support.narrow_tiles_build((4, 6, 0))
+    assert "4.3.0 up to 4.6.0" in support.unbuildable_reason(64, (4, 4, 0))
+    assert support.unbuildable_reason(128, (4, 4, 0)) is None and support.unbuildable_reason(256, (4, 4, 0)) is None
+    assert support.wide_tile_offered((4, 3, 0)) and not support.wide_tile_offered((4, 2, 0))
+    assert not support.wide_tile_offered(None)
 
 
 def test_nondeterministic_reduction_is_enumerated_only_when_allowed():
@@ -488,6 +340,14 @@ def test_unavailable_without_cuda():
 def test_stage_bytes_mirror_the_header():
     assert backend_module.stage_bytes(P()) == 33408 + 16
     assert backend_module.stage_bytes(P(schedule="pingpong", tile_m=64)) == 24960 + 16
+    assert backend_module.stage_bytes(P(tile_m=256)) == 50304 + 16
+
+
+@pytest.mark.parametrize("stages, fits", [(2, True), (4, True), (5, False)])
+def test_wide_tile_stage_limit(stages, fits):
+    """256x128 stages take 50 KB each: 4 fit beside the epilogue (what stages=0 picks with 4.5), 5 do not."""
+    reason = CutlassBackend().check(GemmProblem(4096, 7168, 2048), P(tile_m=256, stages=stages), H100)
+    assert (reason is None) == fits, reason
 
 
 # --------------------------------------------------------------------------- launcher helpers (CPU tensors)

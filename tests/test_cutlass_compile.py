@@ -1,8 +1,10 @@
-"""A real nvcc build of one CUTLASS blockwise FP8 instantiation (no GPU needed).
+"""Real nvcc builds of CUTLASS blockwise FP8 instantiations (no GPU needed).
 
 Builds the default kernel (cooperative 128x128x128, persistent, bf16 output)
 into a private cache, loads the library with ctypes and reads what the build
 decided. About 40-60 s on one core; skipped when nvcc or the headers are missing.
+With CUTLASS 4.3 or newer (``GEMM_CUTLASS_DIR``), also the 256x128 tile the
+backend then offers, which must not spill.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import pytest
 import torch
 
 from gemm.kernels.base import BackendUnavailable, LaunchError
-from gemm.kernels.cutlass import jit, launcher, toolchain
-from gemm.kernels.cutlass.config import CutlassParams
+from gemm.kernels.cutlass import jit, launcher, support, toolchain
+from gemm.kernels.cutlass.config import CutlassParams, KernelConfig
 
 
 @pytest.fixture
@@ -47,3 +49,18 @@ def test_nvcc_builds_a_blockwise_instantiation(built_toolchain, tmp_path):
         options = launcher.runtime_options(CutlassParams())
         with pytest.raises(LaunchError, match="cudaGetDevice"):
             library.can_implement(128, 256, 512, 512, options)
+
+
+@pytest.mark.nvcc
+def test_wide_tile_builds_without_spills_where_it_is_offered(built_toolchain):
+    version = built_toolchain.cutlass.version
+    if not support.wide_tile_offered(version):
+        pytest.skip(f"CUTLASS {built_toolchain.cutlass.version_string} does not offer the 256x128 tile "
+                    f"(it spills before {support.version_string(support.WIDE_TILE_MIN_CUTLASS)}); "
+                    f"see scripts/fetch_cutlass_headers.py")
+    result = jit.build(KernelConfig(tile_m=256), built_toolchain)
+    assert result.registers is not None and result.registers <= 168
+    assert result.spill_bytes == 0, "the 256x128 tile spills: it must not be offered with this release"
+    assert "C7510" not in (result.path.parent / jit.LOG_NAME).read_text()
+    library = launcher.KernelLibrary(result.path)
+    assert library.stages == 4 and library.shared_memory_bytes <= 232_448

@@ -6,6 +6,11 @@ K = 2304 included), output dtypes, scale layouts, strided and misaligned
 activations, bitwise reproducibility of deterministic stream-K and split-K,
 CUDA-graph capture, and refusals that must be errors, not crashes.
 
+Variants follow the installed CUTLASS release (``gemm.kernels.cutlass.support``):
+ping-pong 64x128 where it compiles (4.2), cooperative 256x128 where the
+backend offers it (4.3 on, e.g. ``GEMM_CUTLASS_DIR`` from
+scripts/fetch_cutlass_headers.py).
+
 The kernels these tests need are compiled up front in parallel (a few
 minutes on a cold cache; ``gemm build`` or scripts/check_cutlass_gpu.py warm it).
 """
@@ -19,7 +24,7 @@ import torch
 
 from gemm.arch import detect_arch
 from gemm.kernels.base import UnsupportedProblem
-from gemm.kernels.cutlass import aot, jit, launcher
+from gemm.kernels.cutlass import aot, jit, launcher, support, toolchain
 from gemm.kernels.cutlass.backend import CutlassBackend
 from gemm.kernels.cutlass.config import CutlassParams as P
 from gemm.problem import GemmProblem
@@ -48,7 +53,34 @@ VARIANTS = {
     "streamk_streamk_nondeterministic": P(**STREAMK, decomposition="streamk", reduction="nondeterministic"),
     "streamk_heuristic": P(**STREAMK, decomposition="heuristic"),
 }
-FP16_VARIANTS = {"coop_fp16": P(), "pingpong_fp16": P(schedule="pingpong", tile_m=64)}
+WIDE = dict(tile_m=256)
+WIDE_VARIANTS = {
+    "coop256_persistent": P(**WIDE),
+    "coop256_along_m_swizzle4": P(**WIDE, raster="along_m", max_swizzle=4),
+    "coop256_cluster2x1": P(**WIDE, cluster_m=2),
+    "coop256_cluster1x2_mn_major_scales": P(**WIDE, cluster_n=2, sfa_major="mn"),
+    "coop256_streamk": P(**WIDE, **STREAMK, decomposition="streamk"),
+    "coop256_splitk2": P(**WIDE, **STREAMK, decomposition="splitk", splits=2),
+}
+FP16_VARIANTS = {"coop_fp16": P(), "pingpong_fp16": P(schedule="pingpong", tile_m=64), "coop256_fp16": P(**WIDE)}
+
+CUTLASS_VERSION = toolchain.cutlass_version_or_none()
+
+
+def _runs_here(params: P) -> bool:
+    """Whether the installed CUTLASS builds ``params`` and the backend would offer its tile."""
+    if support.unbuildable_reason(params.tile_m, CUTLASS_VERSION) is not None:
+        return False
+    return params.tile_m != 256 or support.wide_tile_offered(CUTLASS_VERSION)
+
+
+VARIANTS = {name: p for name, p in {**VARIANTS, **WIDE_VARIANTS}.items() if _runs_here(p)}
+FP16_VARIANTS = {name: p for name, p in FP16_VARIANTS.items() if _runs_here(p)}
+
+
+def available(*names: str) -> list[str]:
+    """The named variants that run with the installed CUTLASS."""
+    return [name for name in names if name in VARIANTS]
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -118,7 +150,8 @@ def test_fp16_output(backend, arch, variant, n, k):
 
 
 @pytest.mark.parametrize("m,n,k", [(1, 200, 1040), (37, 328, 272), (300, 1160, 4112)])
-@pytest.mark.parametrize("variant", ["coop_persistent", "pingpong_persistent", "streamk_streamk", "streamk_splitk2"])
+@pytest.mark.parametrize("variant", available("coop_persistent", "pingpong_persistent", "streamk_streamk",
+                                               "streamk_splitk2", "coop256_persistent", "coop256_streamk"))
 def test_ragged_n_and_k(backend, arch, variant, m, n, k):
     """N and K that are not multiples of 128 (only of 8 and 16): partial scale blocks at the edges."""
     params, problem = VARIANTS[variant], GemmProblem(m, n, k)
@@ -128,7 +161,8 @@ def test_ragged_n_and_k(backend, arch, variant, m, n, k):
     assert relative_error(out, reference_matmul(a, b, sa, sb)) < 1e-2
 
 
-@pytest.mark.parametrize("variant", ["streamk_streamk", "streamk_splitk2", "streamk_heuristic"])
+@pytest.mark.parametrize("variant", available("streamk_streamk", "streamk_splitk2", "streamk_heuristic",
+                                               "coop256_streamk", "coop256_splitk2"))
 @pytest.mark.parametrize("m,n,k", [(64, 576, 7168), (128, 7168, 18432), (512, 2112, 7168)])
 def test_deterministic_reduction_is_bitwise_reproducible(backend, variant, m, n, k):
     a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda", seed=3)
@@ -138,10 +172,11 @@ def test_deterministic_reduction_is_bitwise_reproducible(backend, variant, m, n,
         assert torch.equal(fn(a, b, sa, sb), first)
 
 
-@pytest.mark.parametrize("variant", ["coop_persistent", "pingpong_cluster1x2_along_n", "streamk_streamk",
-                                     "streamk_splitk2", "coop_mn_major_scales"])
+@pytest.mark.parametrize("variant", available("coop_persistent", "pingpong_cluster1x2_along_n", "streamk_streamk",
+                                               "streamk_splitk2", "coop_mn_major_scales", "coop256_persistent",
+                                               "coop256_cluster1x2_mn_major_scales"))
 def test_cuda_graph_capture_and_replay(backend, variant):
-    m, n, k = 128, 2112, 7168
+    m, n, k = 512, 2112, 7168
     fn = backend.build(GemmProblem(m, n, k), VARIANTS[variant])
     a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda", seed=5)
     eager = fn(a, b, sa, sb)

@@ -3,6 +3,7 @@
 * ``config``: ``CutlassParams`` (compile-time + run-time fields) and ``KernelConfig`` (one build).
 * ``codegen``: the C++ source of one instantiation of ``blockwise_gemm.h``, with its C ABI.
 * ``toolchain``: nvcc and the CUTLASS headers (``nvidia-cutlass`` wheel or ``GEMM_CUTLASS_DIR``).
+* ``support``: which tiles each CUTLASS release builds (and builds without spilling).
 * ``jit``: content-hashed on-disk cache of built libraries, parallel and lock-protected builds.
 * ``launcher``: ctypes loading and launches from torch (graph-capturable).
 * ``backend``: ``CutlassBackend`` for the tuner and the op.

@@ -5,7 +5,10 @@ replays over cold-L2 input copies; these facts shape the space and the default:
 
 * 128x128x128 cooperative and 64x128x128 ping-pong tiles use 168 registers
   and do not spill; 256x128 spills (1.2 KB) with 4.2 and ran 3.5x slower, so
-  it is offered only from CUTLASS 4.3 on, which rewrote that path.
+  it is offered only from CUTLASS 4.3 on, which rewrote that path (no spills
+  with 4.5.0), and only at M >= 512. The same rewrite keeps 64-row tiles
+  from compiling (see ``support``): with those releases ping-pong 64x128 is
+  refused and small M runs the cooperative 128x128 tile.
 * Ping-pong 64x128 was the best kernel at every M <= 128 point of the
   DeepSeek-V3 grid (54 points) and is 25% worse at M >= 512; CUTLASS has no
   stream-K scheduler for ping-pong.
@@ -30,7 +33,7 @@ import torch
 
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
-from gemm.kernels.cutlass import jit, launcher, toolchain
+from gemm.kernels.cutlass import jit, launcher, support, toolchain
 from gemm.kernels.cutlass.config import OUT_DTYPES, CutlassParams
 from gemm.problem import GemmProblem
 
@@ -39,8 +42,10 @@ from gemm.problem import GemmProblem
 #: splits tile_m over two warp groups (>= 128), ping-pong gives each warp group a 64-row tile.
 SUPPORTED_TILES = (("cooperative", 128, 128, 128), ("pingpong", 64, 128, 128), ("cooperative", 256, 128, 128))
 SUPPORTED_CLUSTERS = ((1, 1), (2, 1), (1, 2))
-#: CUTLASS release whose 256x128 blockwise path stops spilling.
-WIDE_TILE_MIN_CUTLASS = (4, 3, 0)
+#: CUTLASS release whose 256x128 blockwise path stops spilling (re-exported from ``support``).
+WIDE_TILE_MIN_CUTLASS = support.WIDE_TILE_MIN_CUTLASS
+#: Smallest M at which the 256x128 tile is offered: below it most of each tile would be padding.
+WIDE_TILE_MIN_M = 512
 SCALE_BLOCK = 128
 #: Opt-in shared memory per block on SM90 (what CUTLASS's builders plan with).
 SM90_SMEM_BYTES = 232448
@@ -113,6 +118,9 @@ class CutlassBackend(Backend):
         if (p.schedule, p.tile_m, p.tile_n, p.tile_k) not in SUPPORTED_TILES:
             return (f"{p.schedule} {p.tile_m}x{p.tile_n}x{p.tile_k} is not a supported tile; expected one of "
                     f"{[f'{s} {m}x{n}x{k}' for s, m, n, k in SUPPORTED_TILES]}")
+        unbuildable = support.unbuildable_reason(p.tile_m, toolchain.cutlass_version_or_none())
+        if unbuildable:
+            return unbuildable
         if (p.cluster_m, p.cluster_n) not in SUPPORTED_CLUSTERS:
             return f"cluster {p.cluster_m}x{p.cluster_n} is not one of {SUPPORTED_CLUSTERS}"
         if p.stages == 1:
@@ -145,12 +153,16 @@ class CutlassBackend(Backend):
     # ------------------------------------------------------------------ candidates
 
     def tile_choices(self, problem: GemmProblem) -> list[tuple[str, int]]:
-        """(schedule, tile_m) pairs worth trying at ``problem.m`` with the installed CUTLASS."""
-        choices = [("cooperative", 128)]
-        if problem.m <= 256:
-            choices.append(("pingpong", 64))
+        """(schedule, tile_m) pairs worth trying at ``problem.m`` with the installed CUTLASS.
+
+        Ping-pong 64x128 at M <= 256 where the headers can build it; cooperative
+        256x128 at M >= ``WIDE_TILE_MIN_M`` from ``WIDE_TILE_MIN_CUTLASS`` on.
+        """
         version = toolchain.cutlass_version_or_none()
-        if version is not None and version >= WIDE_TILE_MIN_CUTLASS and problem.m >= 256:
+        choices = [("cooperative", 128)]
+        if problem.m <= 256 and support.narrow_tiles_build(version):
+            choices.append(("pingpong", 64))
+        if problem.m >= WIDE_TILE_MIN_M and support.wide_tile_offered(version):
             choices.append(("cooperative", 256))
         return choices
 
@@ -186,14 +198,16 @@ class CutlassBackend(Backend):
         """Untuned choice, from a sweep of this space on an H100 (DeepSeek-V3 shapes x M grid).
 
         M <= 128: ping-pong 64x128 (the best kernel at all 54 such points,
-        also ahead of stream-K and split-K at N = 576). Larger M: cooperative
+        also ahead of stream-K and split-K at N = 576), or where the installed
+        CUTLASS cannot build 64-row tiles, the rule for larger M (not measured
+        yet). Larger M: cooperative
         128x128, raster along M (CUTLASS's raster heuristic was up to 1.8x
         slower at M = 512, N = 36864), swizzle 4 once M >= 2048 and N >= 4096;
         persistent data-parallel, except stream-K where the 128x128 tiles fill
         the last of several waves less than 75% and K >= 4096 (1.1-1.3x at
         the three such points; 2 of the 27 points lost 1%).
         """
-        if problem.m <= 128:
+        if problem.m <= 128 and support.narrow_tiles_build(toolchain.cutlass_version_or_none()):
             return CutlassParams(schedule="pingpong", tile_m=64)
         num_sms = arch.num_sms if arch is not None else 132
         tiles = math.ceil(problem.m / 128) * math.ceil(problem.n / 128)

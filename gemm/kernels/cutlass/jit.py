@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 
 from gemm import envs
 from gemm.kernels.base import CompileError
-from gemm.kernels.cutlass import codegen
+from gemm.kernels.cutlass import codegen, support
 from gemm.kernels.cutlass.config import KernelConfig
 from gemm.kernels.cutlass.toolchain import NVCC_FLAGS, Toolchain, find_toolchain
 
@@ -51,6 +51,11 @@ class NvccError(CompileError):
         super().__init__(message)
         self.log = log
         self.command = list(command)
+
+
+class UnbuildableConfig(CompileError):
+    """The headers are a CUTLASS release known not to compile this instantiation (see ``support``);
+    raised before running nvcc."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +133,14 @@ def _read_result(config: KernelConfig, entry: Path, cached: bool, seconds: float
 def build(config: KernelConfig, toolchain: Toolchain | None = None) -> BuildResult:
     """The shared library of ``config``, compiled now unless the cache has it.
 
-    Raises ``BackendUnavailable`` (no nvcc or headers) or ``NvccError`` (a
-    ``CompileError`` carrying the compiler log). Needs no GPU.
+    Raises ``BackendUnavailable`` (no nvcc or headers), ``UnbuildableConfig``
+    (the CUTLASS release is known to refuse it; nvcc is not run) or
+    ``NvccError`` (a ``CompileError`` carrying the compiler log). Needs no GPU.
     """
     toolchain = toolchain or find_toolchain()
+    refusal = support.unbuildable_reason(config.tile_m, toolchain.cutlass.version)
+    if refusal:
+        raise UnbuildableConfig(f"{config.name}: {refusal}")
     source = codegen.render_source(config)
     header = codegen.header_text()
     key = cache_key(source, header, toolchain)

@@ -126,7 +126,8 @@ def find_cutlass() -> CutlassHeaders:
     if spec is None or not spec.submodule_search_locations:
         raise BackendUnavailable(
             "CUTLASS headers not found: install the nvidia-cutlass wheel (pip install nvidia-cutlass) "
-            "or set GEMM_CUTLASS_DIR to a CUTLASS source tree")
+            "or set GEMM_CUTLASS_DIR to a CUTLASS source tree (scripts/fetch_cutlass_headers.py extracts "
+            "one from a wheel that bundles newer headers)")
     package = Path(next(iter(spec.submodule_search_locations)))
     return _headers_from_tree(package / "source", "nvidia-cutlass wheel")
 
