@@ -238,7 +238,11 @@ class DeviceRun:
 
 @dataclass
 class _InFlight:
+    """A dispatched unit's share of the progress bar: its queued estimate stands until its own sweep
+    reports a total (so the bar's total does not dip meanwhile), then what it reports."""
+
     unit: Unit
+    placeholder: int
     total: int = 0
     advanced: int = 0
 
@@ -322,8 +326,7 @@ class Scheduler:
             if unit is None:
                 continue
             run = self.runs[unit.device_name]
-            self.progress.add_total(-self._queued_estimate.pop(unit))  # the unit's own sweep counts it now
-            self.in_flight[slot.id] = _InFlight(unit)
+            self.in_flight[slot.id] = _InFlight(unit, self._queued_estimate.pop(unit))
             self.executor.start(slot.id, self.make_task(run, unit, self._time_left()))
 
     # ------------------------------------------------------------------ events
@@ -339,7 +342,8 @@ class Scheduler:
             self.runs[state.unit.device_name].record(event.payload)
         elif event.kind == "total":
             state.total += event.payload
-            self.progress.add_total(event.payload)
+            self.progress.add_total(event.payload - state.placeholder)  # the unit's own count replaces it
+            state.placeholder = 0
         elif event.kind == "advance":
             state.advanced += event.payload
             self.progress.advance(event.payload)
@@ -352,7 +356,8 @@ class Scheduler:
 
     def _close_books(self, slot: str, state: _InFlight) -> None:
         del self.in_flight[slot]
-        self.progress.add_total(-(state.total - state.advanced))  # what this run of the unit left undone
+        # What this run of the unit left undone leaves the bar (a requeue adds a fresh estimate).
+        self.progress.add_total(-(state.placeholder + state.total - state.advanced))
 
     def _finished(self, slot: str, state: _InFlight, outcome: str) -> None:
         self._close_books(slot, state)

@@ -215,6 +215,9 @@ def run_distributed(args) -> int:
                 if "cutlass" in run.plan.settings.backends:
                     prebuild_cutlass(run.plan, run.plan.settings.out_dtype)
         executor = make_executor()
+        if hasattr(executor, "pids"):
+            progress.write("gemm tune: workers " + ", ".join(f"{slot} (pid {pid})"
+                                                             for slot, pid in executor.pids().items()))
         scheduler = Scheduler(runs, executor, make_task, progress, deadline, on_shape_done, progress.write)
         scheduler.run()
     except TimeLimitReached:
