@@ -304,6 +304,18 @@ def _slow_sweep(*extra) -> list[str]:
             "fake_backends:SlowFakeTimer", *shapes, "--m", "1,2,4", "--seed", "5", "--no-progress", *extra]
 
 
+@pytest.fixture(scope="module")
+def slow_reference(tmp_path_factory):
+    """Rows of the slow sweep run plainly (one process), to compare distributed runs with."""
+    from gemm.tuner.cli import main
+
+    out = tmp_path_factory.mktemp("clean")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")  # `--interpret` sets it; undo that afterwards
+        assert main(_slow_sweep("--workers", "0", "--log", str(out / "clean.jsonl"), "--out", str(out))) == 0
+    return read_log(out / "clean.jsonl")[1]
+
+
 def _log_rows(path: Path) -> int:
     try:
         return max(0, len(path.read_text().splitlines()) - 1)
@@ -336,26 +348,23 @@ def _wait_for(predicate, process, what: str, limit_s: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_a_killed_gpu_worker_loses_nothing_and_its_unit_is_redone_elsewhere(tmp_path):
-    clean = _gemm(*_slow_sweep("--workers", "0", "--log", tmp_path / "clean.jsonl", "--out", tmp_path / "clean"))
-    assert clean.returncode == 0, clean.stderr
-
+def test_a_killed_gpu_worker_loses_nothing_and_its_unit_is_redone_elsewhere(tmp_path, slow_reference):
     log = tmp_path / "multi.jsonl"
     process = subprocess.Popen([sys.executable, "-m", "gemm.cli", *_slow_sweep(
         "--gpus", "3", "--workers", "0", "--log", str(log), "--out", str(tmp_path / "multi"))],
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stderr = _Lines(process.stderr)
+    stderr, stdout_lines = _Lines(process.stderr), _Lines(process.stdout)
     try:
         _wait_for(lambda: any("(pid" in line for line in stderr.lines), process, "the workers started")
         pids = dict(re.findall(r"(cpu \d+) \(pid (\d+)\)", next(l for l in stderr.lines if "(pid" in l)))
         assert sorted(pids) == ["cpu 0", "cpu 1", "cpu 2"]
         _wait_for(lambda: _log_rows(log) >= 6, process, "rows were logged")
         os.kill(int(pids["cpu 0"]), signal.SIGKILL)
-        stdout, _ = process.communicate(timeout=240)
+        process.wait(timeout=240)
     finally:
         if process.poll() is None:
             process.kill()
-    err = stderr.join()
+    err, stdout = stderr.join(), stdout_lines.join()
     assert process.returncode == 0, err
     lost = re.search(r"cpu 0 lost its worker while tuning (N=\d+ K=\d+ \S+) \(its process died \(signal 9\)\)", err)
     assert lost, err
@@ -364,14 +373,14 @@ def test_a_killed_gpu_worker_loses_nothing_and_its_unit_is_redone_elsewhere(tmp_
     assert "lost workers 1" in stdout
 
     _, rows = read_log(log)
-    _, reference = read_log(tmp_path / "clean.jsonl")
+    reference = slow_reference
     keys = [r.key for r in rows]
     assert len(keys) == len(set(keys)), "a row was logged twice"
     assert set(keys) == {r.key for r in reference}, "the log differs from a one-worker sweep's"
     assert select(rows) == select(reference)
 
 
-def test_a_killed_driver_resumes_with_more_gpus(tmp_path):
+def test_a_killed_driver_resumes_with_more_gpus(tmp_path, slow_reference):
     log, out = tmp_path / "killed.jsonl", tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "gemm.cli", *_slow_sweep(
         "--gpus", "2", "--workers", "0", "--log", str(log), "--out", str(out))],
@@ -385,10 +394,8 @@ def test_a_killed_driver_resumes_with_more_gpus(tmp_path):
     resumed = _gemm(*_slow_sweep("--gpus", "3", "--workers", "0", "--log", log, "--out", out, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
-    clean = _gemm(*_slow_sweep("--workers", "0", "--log", tmp_path / "clean.jsonl", "--out", tmp_path / "clean"))
-    assert clean.returncode == 0, clean.stderr
     _, after = read_log(log)
-    _, reference = read_log(tmp_path / "clean.jsonl")
+    reference = slow_reference
     keys = [r.key for r in after]
     assert len(keys) == len(set(keys)) and set(keys) == {r.key for r in reference}
     assert [r.key for r in after[:len(before)]] == [r.key for r in before]  # append-only
