@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gemm.arch import interpreter_arch
+from gemm.arch import get_arch, interpreter_arch
 from gemm.kernels.base import KernelParams
-from gemm.tuner.distributed import (
-    DeviceRun, DistributedError, Event, Scheduler, Slot, UnitTask, evaluation_workers, run_unit, worker_threads,
-)
+from gemm.tuner.distributed import DeviceRun, DistributedError, Event, Scheduler, Slot
 from gemm.tuner.gpu_workers import parse_gpu_list
 from gemm.tuner.presets import LayerShape
 from gemm.tuner.results import Fingerprint, ResultsLog, canonical_params, read_log
@@ -29,6 +27,7 @@ from gemm.tuner.select import select
 from gemm.tuner.space import PruneSettings
 from gemm.tuner.sweep import Progress, Sweep, SweepPlan, SweepSettings, TimeLimitReached
 from gemm.tuner.timing import Timing
+from gemm.tuner.unit_runner import UnitTask, evaluation_workers, run_unit, worker_threads
 from gemm.tuner.worker import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +81,7 @@ class InlineExecutor:
     """
 
     def __init__(self, slot_ids, lose=None, error_on=None) -> None:
-        self._slots = [Slot(s, DEVICE) for s in slot_ids]
+        self._slots = [Slot(*s) if isinstance(s, tuple) else Slot(s, DEVICE) for s in slot_ids]
         self.lose = dict(lose or {})
         self.error_on = error_on
         self.started: list[tuple[str, str]] = []
@@ -135,10 +134,10 @@ def _settings(**changes) -> SweepSettings:
     return SweepSettings(**values)
 
 
-def _device_run(tmp_path, settings, name="log.jsonl") -> DeviceRun:
+def _device_run(tmp_path, settings, name="log.jsonl", device=DEVICE) -> DeviceRun:
     plan = SweepPlan.build(settings, interpreter_arch())
-    fingerprint = Fingerprint(DEVICE, "CPU-interpreter", "t", "t", None, "0", plan.hash, (128, 128), "bfloat16")
-    return DeviceRun(DEVICE, plan, ResultsLog.create(tmp_path / name, fingerprint))
+    fingerprint = Fingerprint(device, "CPU-interpreter", "t", "t", None, "0", plan.hash, (128, 128), "bfloat16")
+    return DeviceRun(device, plan, ResultsLog.create(tmp_path / name, fingerprint))
 
 
 def _make_task(run, unit, time_left_s):
@@ -218,6 +217,46 @@ def test_an_unexpected_error_stops_the_sweep_naming_the_unit(tmp_path):
     label = f"N=64 K=128 {GOOD}"
     with pytest.raises(DistributedError, match=re.escape(label) + ".*KeyError"):
         _schedule(tmp_path, InlineExecutor(["a"], error_on=label))
+
+
+def test_each_gpu_model_runs_every_unit_into_its_own_log(tmp_path):
+    settings = _settings(backends=(GOOD,))
+    runs = [_device_run(tmp_path, settings, f"{name}.jsonl", name) for name in ("GPU_A", "GPU_B")]
+    executor = InlineExecutor([("a0", "GPU_A"), ("b0", "GPU_B"), ("b1", "GPU_B")])
+    written = []
+    scheduler = Scheduler(runs, executor, _make_task, on_shape_done=lambda r, s: written.append((r.device_name, s.n)))
+    scheduler.run()
+    for run in runs:
+        run.log.close()
+    slot_device = {"a0": "GPU_A", "b0": "GPU_B", "b1": "GPU_B"}
+    assert all(slot_device[slot] == unit.device_name for unit, slot in scheduler.finished_on.items())
+    assert len(scheduler.finished_on) == 4  # 2 shapes x 1 backend on each of the two models
+    assert sorted(written) == [("GPU_A", 64), ("GPU_A", 128), ("GPU_B", 64), ("GPU_B", 128)]
+    plain = _plain_rows(tmp_path, settings)
+    for run in runs:
+        header, rows = read_log(run.log.path)
+        assert header.device_name == run.device_name
+        assert sorted(r.key for r in rows) == sorted(r.key for r in plain)
+
+
+def test_cluster_backends_per_gpu_model(capsys):
+    from argparse import Namespace
+
+    from gemm.tuner.distributed_cmd import _ray_gpu_devices
+    from gemm.tuner.ray_backend import NodeReport
+    from gemm.tuner.tune_cmd import UsageError
+
+    h100, h200 = get_arch("H100"), get_arch("H200")
+    reports = {h100.config_device_name: NodeReport(h100, {"triton": None, "cutlass": None, "cublas": None}),
+               h200.config_device_name: NodeReport(h200, {"triton": None, "cutlass": "no nvcc", "cublas": None})}
+    devices = _ray_gpu_devices(Namespace(backends=None, timer=None), reports)
+    assert devices[h100.config_device_name].backends == ("triton", "cutlass", "cublas")
+    assert devices[h200.config_device_name].backends == ("triton", "cublas")
+    assert devices[h200.config_device_name].target.arch == h200
+    assert devices[h200.config_device_name].target.device == "cuda"
+    assert "skipping backend 'cutlass' on NVIDIA_H200: no nvcc" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="'cutlass' cannot run on the cluster's NVIDIA_H200: no nvcc"):
+        _ray_gpu_devices(Namespace(backends="triton,cutlass", timer=None), reports)
 
 
 def test_time_limit_stops_before_work(tmp_path):

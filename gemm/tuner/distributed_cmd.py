@@ -127,7 +127,8 @@ def _print_summary(runs, devices, shapes, tie: float, interpret: bool) -> None:
             rows = list(run.rows.values())
             if len(runs) > 1:
                 print(f"\n{run.device_name}:")
-            table = choices_table(select(rows, tie), shapes, None if interpret else devices[run.device_name].target.arch)
+            arch = None if interpret else devices[run.device_name].target.arch
+            table = choices_table(select(rows, tie), shapes, arch)
             if len(table):
                 print(table.to_string(index=False))
             print()
@@ -137,7 +138,8 @@ def _print_summary(runs, devices, shapes, tie: float, interpret: bool) -> None:
 def run_distributed(args) -> int:
     """``gemm tune`` with ``--gpus`` or ``--ray``; the exit codes of ``gemm tune``."""
     from gemm.configs import ConfigError
-    from gemm.tuner.distributed import DeviceRun, DistributedError, Scheduler, UnitTask
+    from gemm.tuner.distributed import DeviceRun, DistributedError, Scheduler
+    from gemm.tuner.unit_runner import UnitTask
     from gemm.tuner.ray_backend import RayUnavailable
     from gemm.tuner.report import shape_line
     from gemm.tuner.results import LogMismatchError
@@ -168,7 +170,8 @@ def run_distributed(args) -> int:
             log, existing = open_results_log(log_path, sweep_fingerprint(target, plan), args.resume)
             runs.append(DeviceRun(name, plan, log, {row.key: row for row in existing}))
             counts = plan.counts()
-            _say(f"gemm tune: {len(shapes)} shapes x {len(m_grid)} M on {name} with {', '.join(devices[name].backends)}: "
+            backends = ", ".join(devices[name].backends)
+            _say(f"gemm tune: {len(shapes)} shapes x {len(m_grid)} M on {name} with {backends}: "
                  f"{counts.get('kept', 0)} candidates to run, {counts.get('rejected', 0)} rejected by constraints, "
                  f"{counts.get('pruned', 0)} pruned by the cost model; log {log_path}")
     except LogMismatchError as exc:

@@ -3,7 +3,7 @@
 Each GPU gets a spawned *agent* process pinned to it with
 ``CUDA_VISIBLE_DEVICES`` (by the GPU's UUID, so the pin holds whatever mask
 the driver itself runs under); the agent runs one unit at a time
-(``gemm.tuner.distributed.run_unit``) with its own pool of evaluation
+(``gemm.tuner.unit_runner.run_unit``) with its own pool of evaluation
 processes, which inherit the pin, and streams the unit's rows and progress
 back over a pipe. An agent that dies mid-unit is reported as ``lost`` and is
 started afresh for its next unit; one that dies before it was ready stops the
@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-from gemm.tuner.distributed import Event, Slot, UnitTask
+from gemm.tuner.distributed import Event, Slot
+from gemm.tuner.unit_runner import UnitTask
 
 
 _MAX_STAND_INS = 64
@@ -125,7 +126,7 @@ def agent_main(conn, visible: str | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible  # before anything in this process touches CUDA
     # The driver ends a busy agent with SIGTERM: unwinding lets its evaluation pool kill its own workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from gemm.tuner.distributed import run_unit
+    from gemm.tuner.unit_runner import run_unit
     from gemm.tuner.runner import CandidateError, WorkerStartError
 
     try:

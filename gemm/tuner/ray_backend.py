@@ -24,7 +24,8 @@ import threading
 import traceback
 from dataclasses import dataclass
 
-from gemm.tuner.distributed import Event, Slot, UnitTask
+from gemm.tuner.distributed import Event, Slot
+from gemm.tuner.unit_runner import UnitTask
 
 PROBE_TIMEOUT_S = 600.0
 _BATCH = 256  # events per streamed item: rows arrive in bursts, one Ray object per row would be wasteful
@@ -125,7 +126,7 @@ def cpu_slots(ray, device_name: str, limit: int | None) -> list[RaySlot]:
 
 def _unit_stream(task: UnitTask, expected_device: str | None):
     """The Ray task's body: run the unit in a thread, yield its events in batches, end with its outcome."""
-    from gemm.tuner.distributed import run_unit
+    from gemm.tuner.unit_runner import run_unit
     from gemm.tuner.runner import CandidateError, WorkerStartError
 
     if expected_device is not None:
