@@ -9,12 +9,17 @@ L2, so weights are read cold from HBM as in a real forward pass.
 from __future__ import annotations
 
 import math
+import shlex
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import triton
 
+import gemm
+from gemm.kernels.base import BackendUnavailable
+from gemm.kernels.cutlass.toolchain import find_toolchain
 from gemm.quant import random_problem_inputs
 from gemm.tuner.timing import copies_for, replay_samples_us
 
@@ -53,9 +58,10 @@ def make_input_sets(m: int, n: int, k: int, copies: int, device="cuda", seed: in
 
 @dataclass(frozen=True)
 class Ceilings:
-    fp8_tflops: float     # cuBLAS per-tensor FP8 at 8192^3
-    bf16_tflops: float    # torch.matmul bf16 at 8192^3
+    fp8_tflops: float     # cuBLAS per-tensor FP8 at size^3
+    bf16_tflops: float    # torch.matmul bf16 at size^3
     copy_tbps: float      # elementwise copy kernel, bytes read + written
+    size: int = 8192      # M = N = K of the two GEMMs
 
 
 def measure_ceilings(size: int = 8192) -> Ceilings:
@@ -72,7 +78,25 @@ def measure_ceilings(size: int = 8192) -> Ceilings:
     # A kernel copy (mul by 1): a graph-captured copy_ becomes a slower memcpy node.
     copy = graph_time_us(lambda s, d: torch.mul(s, 1.0, out=d), [(src, dst)], reps=10)
     flops = 2 * size**3
-    return Ceilings(flops / fp8.us / 1e6, flops / bf16.us / 1e6, 2 * src.numel() * 4 / copy.us / 1e6)
+    return Ceilings(flops / fp8.us / 1e6, flops / bf16.us / 1e6, 2 * src.numel() * 4 / copy.us / 1e6, size)
+
+
+def run_info(device_name: str, ceilings: Ceilings, command: list[str]) -> dict:
+    """What ``ceilings.json`` records of a run: device, software versions, measured ceilings, command line.
+
+    ``command`` is the argv of the run; CUTLASS and nvcc versions are included where a toolchain is found.
+    """
+    info = dict(device=device_name, fp8_tflops=ceilings.fp8_tflops, bf16_tflops=ceilings.bf16_tflops,
+                copy_tbps=ceilings.copy_tbps, ceiling_size=ceilings.size,
+                torch=torch.__version__, cuda=torch.version.cuda,
+                triton=triton.__version__, gemm=gemm.__version__)
+    try:
+        toolchain = find_toolchain()
+        info.update(cutlass=toolchain.cutlass.version_string, nvcc=toolchain.nvcc_version)
+    except BackendUnavailable:
+        pass  # no CUTLASS toolchain: the run had no CUTLASS kernels to build
+    info["command"] = shlex.join(command)
+    return info
 
 
 def floor_us(m: int, n: int, k: int, ceilings: Ceilings) -> float:

@@ -77,7 +77,7 @@ def test_model_prefers_split_k_for_decode_and_big_tiles_for_prefill():
     assert predict_triton_us(prefill, big, H100) < predict_triton_us(prefill, small, H100)
     floor = H100.floor_us(prefill.flops, prefill.min_bytes)
     assert predict_triton_us(prefill, big, H100) > floor
-    assert predict_us("cublas", prefill, {}, H100) is None
+    assert predict_us("fake_backends:GoodBackend", prefill, {}, H100) is None
 
 
 def test_resolve_backend_references():

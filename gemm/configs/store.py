@@ -87,7 +87,8 @@ def merge_configs(old: ConfigFile, new: ConfigFile) -> ConfigFile:
     """``old``'s entries updated with ``new``'s (new wins per M), under ``new``'s header and provenance.
 
     An entry whose origin (kind and versions) differs from the merged file's
-    keeps its own provenance, so a predicted entry never passes as measured.
+    keeps its own provenance, so a predicted entry never passes as measured,
+    and a predicted ``new`` entry never replaces a measured one.
     Raises ConfigError when the two describe different problems or devices.
     """
     differing = [f"{name} {getattr(old, name)!r} vs {getattr(new, name)!r}"
@@ -100,9 +101,15 @@ def merge_configs(old: ConfigFile, new: ConfigFile) -> ConfigFile:
         origin = entry.provenance or file_provenance
         return dataclasses.replace(entry, provenance=None if origin.same_origin(new.provenance) else origin)
 
-    merged = {m: relabel(e, old.provenance) for m, e in old.entries.items() if m not in new.entries}
-    merged.update({m: relabel(e, new.provenance) for m, e in new.entries.items()})
-    return dataclasses.replace(new, entries=merged)
+    def measured(entry: ConfigEntry, file_provenance) -> bool:
+        return (entry.provenance or file_provenance).kind == "measured"
+
+    # A prediction never displaces a measurement: measured entries survive a predicted write.
+    kept_old = {m for m, e in old.entries.items()
+                if m not in new.entries or (new.provenance.kind == "predicted" and measured(e, old.provenance))}
+    merged = {m: relabel(e, old.provenance) for m, e in old.entries.items() if m in kept_old}
+    merged.update({m: relabel(e, new.provenance) for m, e in new.entries.items() if m not in kept_old})
+    return dataclasses.replace(new, entries=dict(sorted(merged.items())))
 
 
 @contextlib.contextmanager

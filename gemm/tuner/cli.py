@@ -12,6 +12,10 @@
     gemm build [--configs DIR | --config FILE]   compile the CUTLASS kernels configs name
     gemm plot LOG... --out DIR             TFLOPS vs M, and which backend wins where
     gemm compare PRUNED_LOG EXHAUSTIVE_LOG how close pruned picks come to exhaustive bests
+    gemm predict --arch H20 [--preset NAME... | --shape N,K ...] [--out DIR]
+                                           configs for a GPU from its spec and the cost model
+    gemm fit LOG... [--cross-validate] [--check LOG...] [--out PATH]
+                                           fit the cost model's coefficients to results logs
     gemm presets                           the preset shape lists with their layer names
 
 Exit codes: 0 success, 1 failure (invalid file, unexpected error), 2 usage
@@ -29,6 +33,7 @@ import sys
 def _add_tune(sub) -> None:
     from gemm.tuner.presets import DEFAULT_PRESET, PRESETS
     from gemm.tuner.select import DEFAULT_TIE_FRACTION
+    from gemm.tuner.space import DEFAULT_PRUNE_LEVEL, PRUNE_LEVELS
 
     p = sub.add_parser("tune", help="tune kernels on the current GPU and write configs",
                        description="Search every backend's configurations per (N, K, M); verify each candidate "
@@ -55,8 +60,15 @@ def _add_tune(sub) -> None:
                        help="continue the log of an interrupted sweep of the same device and search space")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
     search = p.add_argument_group("search")
-    search.add_argument("--budget", type=int, default=32, metavar="N",
-                        help="candidates per backend and point after the cost model's ranking (default 32)")
+    search.add_argument("--prune", choices=sorted(PRUNE_LEVELS, key=lambda k: PRUNE_LEVELS[k] or 10**9,
+                                                   reverse=True),
+                        default=DEFAULT_PRUNE_LEVEL,
+                        help="how hard the cost model cuts each backend's candidates per point before anything "
+                             "is built: " + ", ".join(f"{k} ({'keep all' if v is None else f'best {v}'})"
+                                                      for k, v in PRUNE_LEVELS.items())
+                             + f" (default {DEFAULT_PRUNE_LEVEL})")
+    search.add_argument("--budget", type=int, default=None, metavar="N",
+                        help="candidates per backend and point after the cost model's ranking (overrides --prune)")
     search.add_argument("--keep", type=int, default=4, metavar="N",
                         help="finalists per backend and point timed carefully after screening (default 4)")
     search.add_argument("--screen-margin", type=float, default=0.25, metavar="F",
@@ -130,8 +142,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.97, metavar="F",
                    help="exit 1 if any point's ratio is below this (default 0.97)")
 
+    _add_model_commands(sub)
     sub.add_parser("presets", help="list the shape presets with their layer names")
     return parser
+
+
+def _add_model_commands(sub) -> None:
+    from gemm.tuner.presets import DEFAULT_PRESET, PRESETS
+
+    p = sub.add_parser("predict", help="configs for a GPU from its spec alone (cost model, nothing is run)",
+                       description="Rank every backend's candidates with the fitted cost model for a GPU's spec "
+                                   "and write the best per M as config files with provenance 'predicted'.")
+    p.add_argument("--arch", required=True, help="GPU short name (H20, H100, H200, H800, ...)")
+    p.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME",
+                   help=f"shape presets (default {DEFAULT_PRESET}; see `gemm presets`)")
+    p.add_argument("--shape", action="append", metavar="N,K", help="a weight shape (repeatable); replaces presets")
+    p.add_argument("--m", metavar="LIST", help="comma-separated M values (default: vLLM's grid 1..4096)")
+    p.add_argument("--m-extra", metavar="LIST", help="M values added to the grid, e.g. 8192")
+    p.add_argument("--backends", metavar="LIST", help="subset of triton,cutlass,cublas (default all)")
+    p.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    p.add_argument("--out", metavar="DIR", help="config root: files go to DIR/<device_name>/ (default: where "
+                                                "the op looks, GEMM_CONFIG_DIR or the shipped tuned_configs/)")
+    p.add_argument("--model", metavar="PATH", help="coefficients file (default: the one shipped with gemm)")
+
+    p = sub.add_parser("fit", help="fit the cost model's coefficients to results logs")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl or .jsonl.gz) of gemm tune")
+    p.add_argument("--out", metavar="PATH", help="coefficients file to write (default: the one shipped with gemm)")
+    p.add_argument("--version", help="version tag stored in predicted configs (default from GPUs and date)")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="also score leave-one-shape-out fits (one fit per shape: slower)")
+    p.add_argument("--check", nargs="+", metavar="LOG",
+                   help="score the fitted model on logs it was not fitted on (e.g. another GPU's)")
 
 
 def _run_presets(args) -> int:
@@ -157,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         from gemm.tuner.plot import run_plot as handler
     elif args.command == "compare":
         from gemm.tuner.compare import run_compare as handler
+    elif args.command in ("predict", "fit"):
+        from gemm.tuner import model_cmd
+
+        handler = model_cmd.run_predict if args.command == "predict" else model_cmd.run_fit
     elif args.command == "presets":
         handler = _run_presets
     else:

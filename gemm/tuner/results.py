@@ -187,10 +187,17 @@ def read_log(path: Path | str) -> tuple[Fingerprint, list[Measurement]]:
     """Header and rows of a results log.
 
     A last line without its newline (a write cut short by a kill) is ignored;
-    any other unreadable line is a LogFormatError naming file and line.
+    any other unreadable line is a LogFormatError naming file and line. A
+    ``.gz`` file (how logs are shipped) is read decompressed.
     """
     path = Path(path)
-    text = path.read_text()
+    if path.suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rt") as stream:
+            text = stream.read()
+    else:
+        text = path.read_text()
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline, else a partial row
     del torn

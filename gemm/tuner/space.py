@@ -140,8 +140,16 @@ def interpret_triton_space() -> list[KernelParams]:
     ]
 
 
+#: ``gemm tune --prune LEVEL``: candidates per backend and point kept after the model's ranking.
+PRUNE_LEVELS: dict[str, int | None] = {"none": None, "light": 64, "normal": 32, "aggressive": 12}
+DEFAULT_PRUNE_LEVEL = "normal"
+
+#: The fields that make a tile family: its tile and how its K loop is split (Triton / CUTLASS names).
+_FAMILY_FIELDS = ("block_m", "block_n", "split_k", "schedule", "tile_m", "tile_n", "decomposition", "splits")
+
+
 def _family(params: dict) -> tuple:
-    return tuple(params.get(name) for name in ("block_m", "block_n", "split_k"))
+    return tuple(params.get(name) for name in _FAMILY_FIELDS)
 
 
 def _choose(candidates: list[Candidate], predicted: dict[str, float], settings: PruneSettings) -> list[Candidate]:

@@ -225,6 +225,19 @@ def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choice
     return write_config(out_root, config)
 
 
+def pruning_savings(counts: dict, rows, wall_s: float, resumed_rows: int) -> str | None:
+    """One line: candidates the cost model pruned and the sweep time that saved, at this sweep's measured
+    seconds per evaluated candidate (None when nothing was pruned or nothing ran in this process)."""
+    pruned = counts.get("pruned", 0)
+    evaluated = len({(r.backend, r.params_key, r.n, r.k, r.m) for r in rows if r.stage.value != "space"})
+    if not pruned or not evaluated or resumed_rows:
+        return None
+    per_candidate = wall_s / evaluated
+    return (f"pruning: the cost model kept {counts.get('kept', 0)} of {counts.get('kept', 0) + pruned} valid "
+            f"candidates; at this sweep's {per_candidate:.2f} s per candidate it saved about "
+            f"{pruned * per_candidate / 60:.1f} min")
+
+
 def check_running_args(args) -> None:
     """UsageError for a bad --workers or --time-limit."""
     if args.workers is not None and args.workers < 0:
@@ -235,10 +248,15 @@ def check_running_args(args) -> None:
 
 def sweep_settings(args, timer: str, shapes, m_grid, backends):
     """The SweepSettings the command line asks for (ValueError for a bad value)."""
-    from gemm.tuner.space import PruneSettings
+    from gemm.tuner.space import PRUNE_LEVELS, PruneSettings
     from gemm.tuner.sweep import SweepSettings
 
-    budget = None if args.exhaustive else args.budget
+    if args.exhaustive:
+        budget = None
+    elif args.budget is not None:
+        budget = args.budget
+    else:
+        budget = PRUNE_LEVELS[getattr(args, "prune", None) or "normal"]
     return SweepSettings(
         shapes=tuple(shapes), m_grid=m_grid, backends=tuple(backends), timer=timer,
         out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
@@ -363,8 +381,12 @@ def run_tune(args) -> int:
         print()
         print(status_table(rows).to_string())
     restarts = getattr(runner, "restarts", 0)
-    print(f"\nwall time {time.monotonic() - started:.1f} s; {len(written)} config files written under {out_root}; "
+    wall_s = time.monotonic() - started
+    print(f"\nwall time {wall_s:.1f} s; {len(written)} config files written under {out_root}; "
           f"worker restarts {restarts}; log {log_path}")
+    saved = pruning_savings(counts, rows, wall_s, len(existing))
+    if saved:
+        print(saved)
     if code == EXIT_INCOMPLETE:
         _say("gemm tune: time limit reached; rerun the same command with --resume to finish the sweep")
     elif code == EXIT_INTERRUPTED:
