@@ -238,3 +238,30 @@ def test_predictions_never_replace_measured_entries(tmp_path):
     assert config.entries[1].params == measured and config.entries[1].us == 12.5
     assert config.provenance_of(1).kind == "measured" and config.provenance_of(64).kind == "predicted"
     assert config.entries[64].us is None
+
+
+def test_prune_levels_set_the_budget_and_the_savings_line():
+    from argparse import Namespace
+
+    from gemm.tuner.presets import LayerShape
+    from gemm.tuner.space import PRUNE_LEVELS
+    from gemm.tuner.tune_cmd import pruning_savings, sweep_settings
+
+    def settings(**over):
+        values = dict(exhaustive=False, budget=None, prune="normal", out_dtype="bfloat16", keep=4,
+                      screen_margin=0.25, interpret=True)
+        values.update(over)
+        return sweep_settings(Namespace(**values), "t", [LayerShape("x", 256, 256)], (1,), ("triton",))
+
+    assert settings(prune="aggressive").prune.budget == PRUNE_LEVELS["aggressive"] == 12
+    assert settings(prune="none").prune.budget is None
+    assert settings(prune="aggressive", budget=5).prune.budget == 5
+    assert settings(exhaustive=True).prune.budget is None and settings(exhaustive=True).keep is None
+    rows = [Measurement("triton", {"block_m": b}, 256, 256, 1, "screen", "OK", us=1.0) for b in (16, 32)]
+    rows.append(Measurement("triton", {"block_m": 64}, 256, 256, 1, "space", "INVALID"))
+    line = pruning_savings({"kept": 2, "pruned": 6}, rows, wall_s=60.0, resumed_rows=0)
+    # 60 s over the 2 evaluated candidates is 30 s each; 6 pruned ones would have taken 3 minutes.
+    assert line == ("pruning: the cost model kept 2 of 8 valid candidates; at this sweep's 30.00 s per "
+                    "candidate it saved about 3.0 min")
+    assert pruning_savings({"kept": 2, "pruned": 0}, rows, 60.0, 0) is None
+    assert pruning_savings({"kept": 2, "pruned": 6}, rows, 60.0, resumed_rows=5) is None
