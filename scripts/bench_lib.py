@@ -22,6 +22,7 @@ from gemm.kernels.base import BackendUnavailable
 from gemm.kernels.cutlass.toolchain import find_toolchain
 from gemm.quant import random_problem_inputs
 from gemm.tuner.timing import copies_for, replay_samples_us
+from report_lib import geomean  # noqa: F401  (re-exported: the benchmarks' one geomean)
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,3 @@ def floor_us(m: int, n: int, k: int, ceilings: Ceilings) -> float:
     kb, nb = math.ceil(k / 128), math.ceil(n / 128)
     min_bytes = n * k + m * k + 2 * m * n + 4 * (m * kb + nb * kb)
     return max(flops / (ceilings.fp8_tflops * 1e6), min_bytes / (ceilings.copy_tbps * 1e6))
-
-
-def geomean(values) -> float:
-    values = [v for v in values if v and v > 0 and math.isfinite(v)]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")

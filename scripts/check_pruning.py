@@ -13,16 +13,18 @@ sweep time spent, roughly: each is built, verified and timed.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from gemm.arch import get_arch
-from gemm.problem import GemmProblem
-from gemm.tuner.results import Stage, Status, read_log
-from gemm.tuner.space import PRUNE_LEVELS, PruneSettings, point_space
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_lib import geomean  # noqa: E402
+
+from gemm.arch import get_arch  # noqa: E402
+from gemm.problem import GemmProblem  # noqa: E402
+from gemm.tuner.results import Stage, Status, read_log  # noqa: E402
+from gemm.tuner.space import PRUNE_LEVELS, PruneSettings, point_space  # noqa: E402
 
 
 def measured_finals(rows) -> dict[tuple, dict[tuple[str, str], float]]:
@@ -53,10 +55,6 @@ def replay(log_path: Path) -> pd.DataFrame:
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    def geomean(values):
-        values = [v for v in values if v > 0 and math.isfinite(v)]
-        return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
-
     # "all": what the sweep keeps at a point, whichever backend wins there.
     overall = frame.groupby(["level", "N", "K", "M"], sort=False).agg(
         kept=("kept", "sum"), valid=("valid", "sum"), best_us=("best_us", "min"),

@@ -184,7 +184,7 @@ def _cutlass_stages(tile_m: int, tile_n: int, tile_k: int, stages: int, arch: Ar
     return max(2, smem // stage)
 
 
-def _tile_loop_s(problem: GemmProblem, tile_m: int, tile_n: int, in_flight: int, efficiency: float,
+def _tile_loop_s(tile_m: int, tile_n: int, in_flight: int, efficiency: float,
                  latency_us: float, stages: int, arch: ArchSpec) -> float:
     """Seconds of one K step of one SM that works on ``in_flight`` tiles at once."""
     compute_s = 2 * tile_m * tile_n * 128 * in_flight / (_sm_flops(arch) * efficiency)
@@ -199,7 +199,7 @@ def cutlass_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CutlassCoeffici
     in_flight = 2 if pingpong else 1  # ping-pong's two consumer warp groups work on two tiles
     efficiency = c.pingpong_eff if pingpong else c.coop_eff
     stages = _cutlass_stages(tm, tn, tk, int(p.get("stages", 0)), arch)
-    step_s = _tile_loop_s(problem, tm, tn, in_flight, efficiency, c.latency_us, stages, arch)
+    step_s = _tile_loop_s(tm, tn, in_flight, efficiency, c.latency_us, stages, arch)
     k_iters = math.ceil(problem.k / tk)
     tiles = math.ceil(problem.m / tm) * math.ceil(problem.n / tn)
     slots = arch.num_sms * in_flight
@@ -232,7 +232,7 @@ def cublas_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CublasCoefficien
     """Microseconds of one cuBLAS blockwise call (no params: cuBLAS picks its kernel)."""
     k_iters = math.ceil(problem.k / 128)
     tiles = math.ceil(problem.m / 128) * math.ceil(problem.n / 128)
-    step_s = _tile_loop_s(problem, 128, 128, 1, c.mma_eff, c.latency_us, 6, arch)
+    step_s = _tile_loop_s(128, 128, 1, c.mma_eff, c.latency_us, 6, arch)
     main_s = math.ceil(tiles / arch.num_sms) * (k_iters * step_s + c.tile_us * 1e-6)
     hbm_s = problem.min_bytes / (arch.hbm_tbps * 1e12 * c.hbm_eff)
     l2_s = tiles * k_iters * (min(128, problem.m) + 128) * 128 / _l2_bytes_per_s(arch, c.l2_gbps_per_sm)

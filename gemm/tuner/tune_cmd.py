@@ -229,7 +229,9 @@ def pruning_savings(counts: dict, rows, wall_s: float, resumed_rows: int) -> str
     """One line: candidates the cost model pruned and the sweep time that saved, at this sweep's measured
     seconds per evaluated candidate (None when nothing was pruned or nothing ran in this process)."""
     pruned = counts.get("pruned", 0)
-    evaluated = len({(r.backend, r.params_key, r.n, r.k, r.m) for r in rows if r.stage.value != "space"})
+    from gemm.tuner.results import Stage
+
+    evaluated = len({(r.backend, r.params_key, r.n, r.k, r.m) for r in rows if r.stage != Stage.SPACE})
     if not pruned or not evaluated or resumed_rows:
         return None
     per_candidate = wall_s / evaluated
