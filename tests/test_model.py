@@ -217,6 +217,14 @@ def test_gemm_predict_writes_valid_predicted_configs(tmp_path, capsys):
 def test_gemm_predict_rejects_bad_arguments(tmp_path, capsys):
     from gemm.tuner.cli import main
 
+    assert main(["predict", "--arch", "H20", "--shape", "2112,7168", "--model", str(tmp_path / "none.json"),
+                 "--out", str(tmp_path)]) == 2
+    assert "--model: no coefficients file at" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["predict", "--arch", "H20", "--shape", "2112,7168", "--model", str(tmp_path / "bad.json"),
+                 "--out", str(tmp_path)]) == 2
+    assert "bad.json: not JSON" in capsys.readouterr().err
+
     assert main(["predict", "--arch", "B300", "--shape", "2112,7168", "--out", str(tmp_path)]) == 2
     assert "--arch 'B300' is not a known GPU" in capsys.readouterr().err
     assert main(["predict", "--arch", "H20", "--shape", "2112,7168", "--backends", "triton,nope",

@@ -288,19 +288,29 @@ def prior_model() -> FittedModel:
 @functools.lru_cache(maxsize=None)
 def _load_model(path: str) -> FittedModel:
     file = Path(path)
-    if not file.is_file():
-        return prior_model()
-    return FittedModel.from_json(json.loads(file.read_text()), str(file))
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{file}: not JSON ({exc})") from None
+    return FittedModel.from_json(raw, str(file))
 
 
 def default_model() -> FittedModel:
     """The fitted model shipped with the package (the priors if no fit is stored)."""
+    if not COEFFICIENTS_PATH.is_file():
+        return prior_model()
     return _load_model(str(COEFFICIENTS_PATH))
 
 
 def load_model(path: Path | str | None) -> FittedModel:
-    """The model stored at ``path`` (None: the shipped one)."""
-    return default_model() if path is None else _load_model(str(Path(path).resolve()))
+    """The model stored at ``path`` (None: the shipped one). ValueError naming the file when it is
+    missing or not a coefficients file: a model asked for by name is never silently replaced."""
+    if path is None:
+        return default_model()
+    file = Path(path).resolve()
+    if not file.is_file():
+        raise ValueError(f"--model: no coefficients file at {path}")
+    return _load_model(str(file))
 
 
 def model_version() -> str:
