@@ -44,19 +44,42 @@ def reference_matmul(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_
     return a32 @ b32.t()
 
 
+#: Elements per fp64 chunk when comparing outputs: 2**24 (128 MiB), so checking a large output
+#: (8192 x 36864) costs a few hundred MiB, not three fp64 copies of the whole matrix.
+CHUNK_ELEMENTS = 2**24
+
+
+def fp64_row_chunks(out: torch.Tensor, ref: torch.Tensor, chunk_elements: int | None = None):
+    """Yield ``(out_rows, ref_rows)`` as fp64 blocks of whole rows of two [M, N] tensors, on ``out``'s device.
+
+    Each block holds about ``chunk_elements`` (default ``CHUNK_ELEMENTS``) elements, at least one row.
+    """
+    chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    rows = out.shape[0] if out.dim() >= 1 else 1
+    width = max(1, out.numel() // max(1, rows))
+    step = max(1, chunk_elements // width)
+    if out.dim() < 2:
+        yield out.double(), ref.to(device=out.device, dtype=torch.float64)
+        return
+    for start in range(0, rows, step):
+        yield (out[start:start + step].double(),
+               ref[start:start + step].to(device=out.device, dtype=torch.float64))
+
+
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """``||out - ref||_F / ||ref||_F`` in fp64; ``inf`` if ``out`` holds NaN or Inf.
 
-    Shapes must match exactly.
+    Shapes must match exactly. Computed over blocks of rows (``fp64_row_chunks``) to bound memory.
     """
     if tuple(out.shape) != tuple(ref.shape):
         raise ValueError(f"output shape {tuple(out.shape)} differs from reference shape {tuple(ref.shape)}")
-    o = out.double()
-    if not bool(torch.isfinite(o).all()):
-        return math.inf
-    r = ref.double().to(o.device)
-    denom = torch.linalg.vector_norm(r).item()
-    num = torch.linalg.vector_norm(o - r).item()
+    num_sq = den_sq = 0.0
+    for o, r in fp64_row_chunks(out, ref):
+        if not bool(torch.isfinite(o).all()):
+            return math.inf
+        num_sq += float(torch.sum(torch.square(o - r)))
+        den_sq += float(torch.sum(torch.square(r)))
+    num, denom = math.sqrt(num_sq), math.sqrt(den_sq)
     if denom == 0.0:
         return 0.0 if num == 0.0 else math.inf
     return num / denom

@@ -29,6 +29,10 @@ BEHAVIOURS = ("ok", "compile_fail", "launch_fail", "wrong", "bad_row", "nan", "h
               "unexpected")
 
 
+#: Params whose "oom_once" kernel has already run out of memory in this process.
+_OOM_RAISED: dict = {}
+
+
 @dataclasses.dataclass(frozen=True)
 class FakeParams(KernelParams):
     behaviour: str = "ok"
@@ -82,6 +86,11 @@ class FakeBackend(Backend):
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
             if behaviour == "unexpected":
                 raise KeyError("a bug in the fake kernel")
+            if behaviour == "oom" or (behaviour == "oom_once" and not _OOM_RAISED.get(params)):
+                _OOM_RAISED[params] = True
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+            if behaviour == "oom_wrapped":  # a backend that re-raises torch's error as its own
+                raise LaunchError("fake_scaled_mm: CUDA out of memory. Tried to allocate 72.00 MiB")
             out = _correct(problem, a, b, a_scale, b_scale)
             if behaviour == "wrong":
                 return out * 1.5
@@ -118,6 +127,12 @@ class SlowGoodBackend(GoodBackend):
 
 class UnexpectedBackend(FakeBackend):
     PARAMS = (FakeParams("ok", 1.0), FakeParams("unexpected", 2.0))
+
+
+class OutOfMemoryBackend(FakeBackend):
+    """Candidates that run out of GPU memory once (then run), always, and always behind a LaunchError."""
+
+    PARAMS = (FakeParams("oom_once", 1.0), FakeParams("oom", 2.0), FakeParams("oom_wrapped", 3.0))
 
 
 class FakeTimer:

@@ -29,3 +29,16 @@ def test_relative_error_metric():
     assert relative_error(bad, ref) == math.inf
     with pytest.raises(ValueError, match="shape"):
         relative_error(ref[:4], ref)
+
+
+def test_relative_error_over_row_blocks_equals_the_whole_matrix_metric(monkeypatch):
+    import gemm.reference as reference
+
+    out, ref = torch.randn(37, 19), torch.randn(37, 19)
+    whole = float(torch.linalg.vector_norm((out.double() - ref.double())) / torch.linalg.vector_norm(ref.double()))
+    monkeypatch.setattr(reference, "CHUNK_ELEMENTS", 40)  # blocks of 2 rows, the last one short
+    assert [tuple(o.shape) for o, _ in reference.fp64_row_chunks(out, ref, 40)][-1] == (1, 19)
+    assert relative_error(out, ref) == pytest.approx(whole, rel=1e-12)
+    late_nan = out.clone()
+    late_nan[-1, -1] = float("nan")  # only the last block sees it
+    assert relative_error(late_nan, ref) == math.inf

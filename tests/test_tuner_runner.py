@@ -104,6 +104,25 @@ def test_timing_stage_checks_the_timed_output():
     assert wrong.status == Status.WRONG_RESULT and wrong.us is None and "timed run" in wrong.message
 
 
+def test_running_out_of_memory_is_retried_before_it_counts_against_the_candidate(monkeypatch):
+    from gemm.tuner import worker
+
+    monkeypatch.setattr(worker, "OOM_PAUSE_S", 0.0)
+    released = []
+    evaluator = Evaluator(WorkerSettings(device="cpu", timer=FAKE_TIMER, seed=9))
+    evaluator.point_data(PROBLEM, 16)  # the shape's inputs are drawn (and memory released) before counting
+    monkeypatch.setattr(evaluator, "_release_gpu_memory", lambda: released.append(True))
+    once = evaluator.run(_item("fake_backends:OutOfMemoryBackend", "oom_once", us=1.0))
+    assert once.measurement.status == Status.OK and not once.out_of_memory
+    assert released == [True]  # one retry, after the cached memory was given back
+    always = evaluator.run(_item("fake_backends:OutOfMemoryBackend", "oom", us=2.0))
+    assert always.measurement.status == Status.LAUNCH_FAILED and always.out_of_memory and not always.restart
+    assert f"out of GPU memory after {worker.OOM_TRIES} tries" in always.measurement.message
+    assert len(released) == 1 + worker.OOM_TRIES - 1
+    wrapped = evaluator.run(_item("fake_backends:OutOfMemoryBackend", "oom_wrapped", us=3.0))
+    assert wrapped.out_of_memory and wrapped.measurement.status == Status.LAUNCH_FAILED
+
+
 def test_inputs_are_shared_across_m_and_fresh_per_seed():
     first = Evaluator(WorkerSettings(device="cpu", timer=FAKE_TIMER, seed=7))
     (a4, b4, s4, _), ref4 = first.point_data(GemmProblem(4, 128, 256), 16)
@@ -164,3 +183,19 @@ def test_a_worker_that_cannot_start_stops_the_pool_instead_of_failing_every_cand
     with WorkerPool(1, settings, Timeouts(build_s=120, run_s=30)) as pool:
         with pytest.raises(WorkerStartError, match="before it was ready"):
             _collect(pool, [[_item("fake_backends:GoodBackend", "ok")]])
+
+
+def test_local_errors_over_row_blocks_match_the_whole_matrix(monkeypatch):
+    import gemm.reference as reference
+    from gemm.tuner.worker import _local_errors
+
+    ref = torch.randn(33, 21)
+    out = ref + 1e-3 * torch.randn(33, 21)
+    out[5, 7] += 0.5  # one element far off: its row and column carry the worst local error
+    whole = _local_errors(out, ref)
+    monkeypatch.setattr(reference, "CHUNK_ELEMENTS", 50)  # blocks of 2 rows
+    assert _local_errors(out, ref) == pytest.approx(whole, rel=1e-12)
+    diff, den = (out.double() - ref.double()), ref.double()
+    lines = [torch.linalg.vector_norm(diff, dim=d) / torch.linalg.vector_norm(den, dim=d)
+             .clamp_min(0.1 * float(torch.linalg.vector_norm(den, dim=d).median())) for d in (0, 1)]
+    assert whole == pytest.approx(max(float(x.max()) for x in lines), rel=1e-12)

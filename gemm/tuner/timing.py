@@ -89,6 +89,10 @@ class CudaGraphTimer:
             self._copies_key = key
         return self._copies
 
+    def release(self) -> None:
+        """Drop the cached input copies (before a new shape, or to make room after running out of memory)."""
+        self._copies, self._copies_key = [], None
+
     def measure(self, fn, inputs: GemmInputs, reps: int) -> Timing:
         samples, output = replay_samples_us(fn, self._rotation(inputs), reps)
         median, spread = _summary(samples)

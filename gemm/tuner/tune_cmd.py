@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemm import envs
+from gemm.tuner.memory import cap_workers
 from gemm.tuner.presets import (
     DEFAULT_M_GRID, DEFAULT_PRESET, INTERPRET_M_GRID, INTERPRET_SHAPES, LayerShape, dedupe_shapes, parse_m_list,
     parse_shape, preset_shapes,
@@ -336,6 +337,13 @@ def run_tune(args) -> int:
          f"{counts.get('kept', 0)} candidates to run, {counts.get('rejected', 0)} rejected by constraints, "
          f"{counts.get('pruned', 0)} pruned by the cost model; log {log_path}")
     workers = default_workers(args.interpret) if args.workers is None else args.workers
+    if target.device.startswith("cuda") and workers > 1:
+        fitted, note = cap_workers(workers, shapes, max(m_grid), settings.out_dtype)
+        if note is not None and args.workers is None:
+            workers = fitted
+            _say(f"gemm tune: {note}")
+        elif note is not None:
+            _say(f"gemm tune: warning: --workers {workers} may run out of GPU memory; {note.split(': ', 1)[1]}")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     worker_settings = WorkerSettings(device=target.device, timer=target.timer, l2_bytes=target.arch.l2_bytes,

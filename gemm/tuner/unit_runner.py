@@ -124,6 +124,10 @@ def run_unit(task: UnitTask, emit: Callable[[str, Any], None]) -> str:
 
     cpus = os.cpu_count() or 1
     workers = evaluation_workers(task.workers, cpus, task.gpus_per_host, task.settings.interpret)
+    if task.workers is None and task.worker.device.startswith("cuda"):
+        from gemm.tuner.memory import cap_workers
+
+        workers, _ = cap_workers(workers, [task.unit.shape], max(task.settings.m_grid), task.settings.out_dtype)
     threads = worker_threads(cpus, task.gpus_per_host, workers)
     if workers == 0 and threads is not None:
         torch.set_num_threads(threads)  # this process evaluates; it shares the host with the other GPUs' ones

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -34,13 +35,16 @@ import torch
 from gemm.kernels.base import CompileError, LaunchError, UnsupportedProblem
 from gemm.problem import GemmProblem
 from gemm.quant import random_problem_inputs
-from gemm.reference import reference_matmul, relative_error, tolerance_for
+from gemm.reference import fp64_row_chunks, reference_matmul, relative_error, tolerance_for
 from gemm.tuner.results import Measurement, Stage, Status
 from gemm.tuner.space import resolve_backend
 
 # A row or column whose own relative error exceeds this many tolerances is wrong even if the
 # whole matrix passes (e.g. a ragged edge tile left unwritten).
 _LOCAL_TOLERANCE_FACTOR = 10.0
+#: Tries of an item that runs out of GPU memory, with pauses of OOM_PAUSE_S, 2 * OOM_PAUSE_S, ... between.
+OOM_TRIES = 3
+OOM_PAUSE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,11 @@ class Item:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A measurement, and whether the worker must be replaced (its CUDA context is broken)."""
+    """A measurement; whether the worker must be replaced (broken CUDA context); whether it ran out of memory."""
 
     measurement: Measurement
     restart: bool = False
+    out_of_memory: bool = False
 
 
 def _triton_error(name: str):
@@ -122,14 +127,21 @@ def _local_errors(out: torch.Tensor, ref: torch.Tensor) -> float:
     Each line's error is taken relative to its own norm, floored at a tenth of
     the median line norm: a line whose reference happens to be near zero (a
     single element when M = 1) must not turn rounding noise into a failure.
+    Squared sums are accumulated over blocks of rows to bound memory.
     """
-    diff = out.double() - ref.double()
-    if not bool(torch.isfinite(diff).all()):
-        return float("inf")
+    row_num, row_den, col_num, col_den = [], [], 0.0, 0.0
+    for o, r in fp64_row_chunks(out, ref):
+        diff_sq = torch.square(o - r)
+        if not bool(torch.isfinite(diff_sq).all()):
+            return float("inf")
+        ref_sq = torch.square(r)
+        row_num.append(diff_sq.sum(dim=1))
+        row_den.append(ref_sq.sum(dim=1))
+        col_num = col_num + diff_sq.sum(dim=0)
+        col_den = col_den + ref_sq.sum(dim=0)
     worst = 0.0
-    for dim in (0, 1):
-        num = torch.linalg.vector_norm(diff, dim=dim)
-        den = torch.linalg.vector_norm(ref.double(), dim=dim)
+    for num_sq, den_sq in ((torch.cat(row_num), torch.cat(row_den)), (col_num, col_den)):
+        num, den = num_sq.sqrt(), den_sq.sqrt()
         floor = 0.1 * float(den.median())
         if floor <= 0.0:
             return 0.0 if float(num.max()) == 0.0 else float("inf")
@@ -180,6 +192,7 @@ class Evaluator:
         key = (problem.n, problem.k, problem.block_n, problem.block_k, m_max)
         if key != self._inputs_key:
             self._inputs = self._reference = None
+            self._release_gpu_memory()  # the last shape's blocks must not stay reserved in this process
             seed = hash((self.settings.seed, problem.n, problem.k)) % (2**63)
             block = (problem.block_n, problem.block_k)
             self._inputs = random_problem_inputs(m_max, problem.n, problem.k, block, self.settings.device, seed)
@@ -205,8 +218,32 @@ class Evaluator:
             self._built[key] = fn
         return fn
 
+    def release_idle(self) -> None:
+        """Between jobs: give cached GPU blocks back, so an idle worker does not starve a busy one."""
+        self._release_gpu_memory()
+
+    def _release_gpu_memory(self) -> None:
+        if self._timer is not None and hasattr(self._timer, "release"):
+            self._timer.release()
+        if self.settings.device.startswith("cuda") and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
     def run(self, item: Item, on_built=lambda: None) -> Outcome:
-        """Evaluate ``item``; expected failures become statuses, anything else propagates."""
+        """Evaluate ``item``; expected failures become statuses, anything else propagates.
+
+        Running out of GPU memory is first taken as the other workers' peak, not the
+        candidate's fault: cached blocks are released and the item is retried after a
+        pause, ``OOM_TRIES`` times in all, before it is recorded as LAUNCH_FAILED.
+        """
+        for attempt in range(1, OOM_TRIES + 1):
+            outcome = self._run_once(item, on_built)
+            if not outcome.out_of_memory or attempt == OOM_TRIES:
+                return outcome
+            self._release_gpu_memory()
+            time.sleep(OOM_PAUSE_S * attempt)
+        raise AssertionError("unreachable")
+
+    def _run_once(self, item: Item, on_built) -> Outcome:
         try:
             inputs, ref = self.point_data(item.problem, item.m_max)
             fn = self._build(item)
@@ -220,7 +257,11 @@ class Evaluator:
                 raise
             status, restart = verdict
             message = f"{type(exc).__name__}: {exc}".strip()
-            return Outcome(item.row(status, message[:2000]), restart)
+            # Backends that wrap torch errors (cuBLAS through torch._scaled_mm) keep torch's wording.
+            out_of_memory = isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
+            if out_of_memory:
+                message = f"out of GPU memory after {OOM_TRIES} tries: {message}"
+            return Outcome(item.row(status, message[:2000]), restart, out_of_memory)
 
     def _synchronize(self) -> None:
         if self.settings.device.startswith("cuda"):
@@ -284,4 +325,5 @@ def _serve(conn, evaluator: Evaluator) -> None:
             conn.send(("result", job_id, index, outcome))
             if outcome.restart:
                 return  # the CUDA context is broken: the parent starts a fresh worker
+        evaluator.release_idle()
         conn.send(("done", job_id))
