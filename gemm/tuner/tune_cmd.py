@@ -214,15 +214,23 @@ def make_progress(enabled: bool):
 def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choices: dict, out_dtype: str,
                        block_shape: tuple[int, int]) -> Path | None:
     """Write (merge) the config file of one shape from its choices; None when no entry is writable."""
-    from gemm.configs import ConfigEntry, ConfigFile, Provenance, write_config
+    from gemm.configs import Provenance
+
+    return write_choices(out_root, target.device_name, target.arch.name, shape.n, shape.k, choices, out_dtype,
+                         block_shape, Provenance.current("measured"))
+
+
+def write_choices(out_root: Path, device_name: str, arch_name: str, n: int, k: int, choices: dict, out_dtype: str,
+                  block_shape: tuple[int, int], provenance) -> Path | None:
+    """Write (merge) ``choices`` ({M: select.Choice}) as the config of (N, K); None when no entry is writable."""
+    from gemm.configs import ConfigEntry, ConfigFile, write_config
     from gemm.tuner.space import is_registered
 
     entries = {m: ConfigEntry(c.backend, dict(c.params), round(c.us, 3), c.engine_triton)
                for m, c in choices.items() if is_registered(c.backend)}
     if not entries:
         return None
-    config = ConfigFile(target.device_name, target.arch.name, shape.n, shape.k, tuple(block_shape), out_dtype,
-                        Provenance.current("measured"), entries)
+    config = ConfigFile(device_name, arch_name, n, k, tuple(block_shape), out_dtype, provenance, entries)
     return write_config(out_root, config)
 
 
