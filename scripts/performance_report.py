@@ -1,8 +1,10 @@
 """Write ``<out>/performance.md`` and its plots from benchmark runs of ``scripts/bench_peers.py``.
 
 Each DEVICE=DIR argument names one device and the directory of one run on it:
-``DIR/bench_rows.csv`` (required) and ``DIR/ceilings.json`` (optional: device,
-versions, measured ceilings). Every number in the report comes from those files.
+``DIR/bench_rows.csv`` (required), ``DIR/ceilings.json`` (optional: device,
+versions, measured ceilings) and ``DIR/NOTES.md`` (optional: what a reader must
+know about that run, printed under the device's heading). Every number in the
+report comes from those files.
 "Ours" is the tuned op (peer ``tuned_op``) where the run timed it, else the
 fastest of our backends at each point.
 
@@ -33,13 +35,14 @@ CEILING_LABELS = {"fp8_tflops": ("FP8 per-tensor cuBLAS", "TFLOPS"), "bf16_tflop
 
 @dataclass
 class Device:
-    """One device's run: its label, directory, candidate rows, per-point table and ceilings.json (or None)."""
+    """One device's run: its label, directory, candidate rows, per-point table, ceilings.json and NOTES.md."""
 
     label: str
     directory: Path
     rows: pd.DataFrame
     table: pd.DataFrame
     info: dict | None
+    notes: str = ""
 
 
 def parse_device(arg: str) -> tuple[str, Path]:
@@ -69,7 +72,9 @@ def load_device(label: str, directory: Path) -> Device:
             info = json.loads(info_path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{info_path} is not valid JSON: {exc}") from None
-    return Device(label, directory, rows, table, info)
+    notes_path = directory / "NOTES.md"
+    notes = notes_path.read_text().strip() if notes_path.is_file() else ""
+    return Device(label, directory, rows, table, info, notes)
 
 
 def slug(label: str) -> str:
@@ -216,6 +221,8 @@ def render(devices: list[Device], command: str, date: str, plots: dict[str, str]
                                        for label, s in per.items()]))
     for device in devices:
         out += ["", f"## {device.label}", ""] + header_lines(device)
+        if device.notes:
+            out += ["", device.notes]
         if device.label in plots:
             out += ["", f"![{device.label}: TFLOPS vs M]({plots[device.label]})"]
         out += ["", f"### {device.label}: speed-up of ours over each peer", ""] + speedup_section(device)

@@ -183,6 +183,12 @@ def test_gemm_fit_writes_a_loadable_file(tmp_path, capsys):
     assert document["version"] == "v1" and document["fitted_on"] == ["h100.jsonl"]
     assert document["quality"]["in_sample"]["points"] > 0 and "check:h100.jsonl" in document["quality"]
     assert load_model(out).version == "v1"
+    other = tmp_path / "h200.jsonl"
+    _write_log(other, _truth(), noise=0.01, seed=8)
+    assert main(["fit", str(log), "--out", str(out), "--check", str(log), str(other)]) == 0
+    quality = json.loads(out.read_text())["quality"]
+    each = quality["check:h100.jsonl"]["points"], quality["check:h200.jsonl"]["points"]
+    assert max(each) <= quality["check:all"]["points"] <= sum(each)  # one score over both logs' points
     assert main(["fit", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
 

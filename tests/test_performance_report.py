@@ -206,6 +206,14 @@ def test_header_shows_ceilings_versions_date_and_command(tmp_path):
     assert "2 shapes x M in {16, 256, 2048} = 6 points" in md
 
 
+def test_notes_of_a_run_appear_under_its_device(tmp_path):
+    run = write_run(tmp_path / "run")
+    (run / "NOTES.md").write_text("In this run N=32768 K=512 had no tuned config.\n")
+    md = generate(tmp_path, f"H200={run}")
+    section = md[md.index("## H200"):]
+    assert "In this run N=32768 K=512 had no tuned config." in section.split("### ")[0]
+
+
 def test_ceilings_json_written_by_bench_lib_is_read_back(tmp_path):
     bench_lib = _load("bench_lib")
     info = bench_lib.run_info("NVIDIA H100 80GB HBM3", bench_lib.Ceilings(1451.2, 794.0, 3.01, 4096),

@@ -124,6 +124,8 @@ def run_fit(args) -> int:
             _say(f"gemm fit: --check {exc}")
             return EXIT_USAGE
         quality[f"check:{Path(path).name}"] = summarize(model, held_out).to_json()
+    if len(args.check or []) > 1:  # e.g. every sweep of another GPU: one score over all their points
+        quality["check:all"] = summarize(model, load_observations(args.check)).to_json()
     out = Path(args.out) if args.out else COEFFICIENTS_PATH
     document = model.to_json([Path(p).name for p in args.logs], quality)
     from gemm.configs.store import atomic_write_json
