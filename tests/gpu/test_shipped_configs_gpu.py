@@ -26,6 +26,19 @@ def _files_of_this_gpu():
 FILES = _files_of_this_gpu()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cutlass_kernels_built():
+    """Compile the CUTLASS kernels the shipped files name, in parallel, before any test uses one.
+
+    Built one at a time on first use, a fresh machine spends minutes in nvcc inside the tests.
+    """
+    if not FILES or get_backend("cutlass").unavailable_reason(torch.device("cuda", 0)) is not None:
+        return
+    from gemm.kernels.cutlass.aot import build_kernels, kernel_configs_in_config_files
+
+    build_kernels(kernel_configs_in_config_files(FILES))
+
+
 @pytest.mark.skipif(not FILES, reason="no shipped configs for this GPU")
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name.split(",device")[0])
 def test_shipped_entries_dispatch_and_are_correct(path):
