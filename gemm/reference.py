@@ -54,13 +54,12 @@ def fp64_row_chunks(out: torch.Tensor, ref: torch.Tensor, chunk_elements: int | 
 
     Each block holds about ``chunk_elements`` (default ``CHUNK_ELEMENTS``) elements, at least one row.
     """
-    chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
-    rows = out.shape[0] if out.dim() >= 1 else 1
-    width = max(1, out.numel() // max(1, rows))
-    step = max(1, chunk_elements // width)
     if out.dim() < 2:
         yield out.double(), ref.to(device=out.device, dtype=torch.float64)
         return
+    chunk_elements = CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
+    rows = out.shape[0]
+    step = max(1, chunk_elements // max(1, out.numel() // max(1, rows)))
     for start in range(0, rows, step):
         yield (out[start:start + step].double(),
                ref[start:start + step].to(device=out.device, dtype=torch.float64))

@@ -111,7 +111,7 @@ def test_running_out_of_memory_is_retried_before_it_counts_against_the_candidate
     released = []
     evaluator = Evaluator(WorkerSettings(device="cpu", timer=FAKE_TIMER, seed=9))
     evaluator.point_data(PROBLEM, 16)  # the shape's inputs are drawn (and memory released) before counting
-    monkeypatch.setattr(evaluator, "_release_gpu_memory", lambda: released.append(True))
+    monkeypatch.setattr(evaluator, "release_gpu_memory", lambda: released.append(True))
     once = evaluator.run(_item("fake_backends:OutOfMemoryBackend", "oom_once", us=1.0))
     assert once.measurement.status == Status.OK and not once.out_of_memory
     assert released == [True]  # one retry, after the cached memory was given back

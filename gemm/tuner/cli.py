@@ -142,11 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.97, metavar="F",
                    help="exit 1 if any point's ratio is below this (default 0.97)")
 
+    from gemm.tuner.select import DEFAULT_TIE_FRACTION
+
     p = sub.add_parser("select", help="write config files from results logs (re-derive or audit shipped configs)")
     p.add_argument("logs", nargs="+", metavar="LOG",
                    help="results logs (.jsonl or .jsonl.gz) of one device; a later log's timed points replace")
     p.add_argument("--out", required=True, metavar="DIR", help="config root: files go to DIR/<device_name>/")
-    p.add_argument("--tie", type=float, default=0.02, metavar="F",
+    p.add_argument("--tie", type=float, default=DEFAULT_TIE_FRACTION, metavar="F",
                    help="times within this fraction are ties, resolved towards fewer distinct configs")
 
     _add_model_commands(sub)

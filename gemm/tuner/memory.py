@@ -3,7 +3,7 @@
 Every worker keeps its shape's inputs and fp32 reference at the sweep's
 largest M, builds that reference (dequantized fp32 copies of A and B), and
 checks outputs; the worker that times also keeps cold-L2 copies of the inputs.
-Fifteen workers on a large shape (N=36864, K=7168, M=8192: about 6 GiB each)
+Fifteen workers on a large shape (N=36864, K=7168, M=8192: about 7 GiB each)
 do not fit in 80 GiB, and a worker that runs out of memory would record a
 good candidate as failed, so the pool is sized to the GPU's free memory.
 """
@@ -17,9 +17,18 @@ from dataclasses import dataclass
 PROCESS_OVERHEAD_BYTES = 768 * 2**20
 #: Share of the free memory the workers may plan to use together.
 USABLE_FRACTION = 0.85
-#: Largest kernel workspace a candidate may ask for (CUTLASS stream-K / split-K).
-WORKSPACE_BYTES = 256 * 2**20
-_OUT_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+def _out_bytes(out_dtype: str) -> int:
+    from gemm.problem import OUT_DTYPES
+
+    return OUT_DTYPES[out_dtype].itemsize if out_dtype in OUT_DTYPES else 4
+
+
+def _workspace_bytes() -> int:
+    """The largest kernel workspace a candidate may ask for (the CUTLASS launcher's cap)."""
+    from gemm.kernels.cutlass.launcher import MAX_WORKSPACE_BYTES
+
+    return MAX_WORKSPACE_BYTES
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,12 @@ def worker_peak_bytes(n: int, k: int, m_max: int, out_dtype: str = "bfloat16", b
     inputs = m_max * k + n * k + 4 * (m_max + n) * k_blocks       # e4m3 A, B and fp32 scales
     reference = 4 * m_max * n                                     # fp32 [m_max, N], kept for the shape
     building = 4 * (2 * m_max * k + 3 * n * k) + 4 * m_max * n    # fp32 A, B, expanded scales, dequantized B, product
-    outputs = 2 * _OUT_BYTES.get(out_dtype, 4) * m_max * n        # two verification calls
+    out_bytes = _out_bytes(out_dtype)
+    outputs = 2 * out_bytes * m_max * n                           # two verification calls
     checking = 3 * 8 * 2**24                                      # fp64 row blocks (gemm.reference)
-    timing = 2 * (inputs + _OUT_BYTES.get(out_dtype, 4) * m_max * n)  # cold-L2 copies, graph outputs
-    return PROCESS_OVERHEAD_BYTES + inputs + reference + max(building, outputs + checking + timing) + WORKSPACE_BYTES
+    timing = 2 * (inputs + out_bytes * m_max * n)                 # cold-L2 copies, graph outputs
+    peak = max(building, outputs + checking + timing)
+    return PROCESS_OVERHEAD_BYTES + inputs + reference + peak + _workspace_bytes()
 
 
 def sweep_worker_memory(shapes, m_max: int, out_dtype: str = "bfloat16") -> WorkerMemory:

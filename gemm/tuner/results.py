@@ -159,10 +159,11 @@ class Fingerprint:
             raise LogFormatError(f"header lacks field(s) {missing}")
         return cls(**{name: row[name] for name in fields})
 
-    def mismatches(self, other: "Fingerprint") -> list[str]:
-        """Human-readable differences in binding fields, ``[]`` when ``other`` may continue this log."""
+    def mismatches(self, other: "Fingerprint", ignore: tuple[str, ...] = ()) -> list[str]:
+        """Human-readable differences in binding fields (less ``ignore``), ``[]`` when ``other`` may continue
+        this log."""
         return [f"{name}: log has {getattr(self, name)!r}, this run has {getattr(other, name)!r}"
-                for name in self.BINDING if getattr(self, name) != getattr(other, name)]
+                for name in self.BINDING if name not in ignore and getattr(self, name) != getattr(other, name)]
 
 
 class LogFormatError(ValueError):

@@ -18,10 +18,6 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _point(row) -> tuple[int, int, int]:
-    return row.n, row.k, row.m
-
-
 def run_select(args) -> int:
     from gemm.configs import ConfigError, Provenance
     from gemm.configs.schema import utc_now
@@ -44,16 +40,16 @@ def run_select(args) -> int:
             _say(f"gemm select: {exc}")
             return EXIT_USAGE
         if header is not None:
-            differs = [m for m in header.mismatches(fingerprint) if not m.startswith("space_hash")]
+            differs = header.mismatches(fingerprint, ignore=("space_hash",))  # other searches may add points
             if differs:
                 _say(f"gemm select: {path} is from another device or software than {args.logs[0]}: "
                      + "; ".join(differs))
                 return EXIT_USAGE
         header = header or fingerprint
-        timed = {_point(r) for r in log_rows if r.stage == Stage.FINAL and r.status == Status.OK}
+        timed = {r.point for r in log_rows if r.stage == Stage.FINAL and r.status == Status.OK}
         rows = {key: kept for key, kept in rows.items() if key not in timed}  # a later log's timings replace
         for row in log_rows:
-            rows.setdefault(_point(row), []).append(row)
+            rows.setdefault(row.point, []).append(row)
     choices = select([row for point_rows in rows.values() for row in point_rows], args.tie)
     provenance = Provenance("measured", header.tool_version, header.torch, header.triton, header.cutlass,
                             utc_now())

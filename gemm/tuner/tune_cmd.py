@@ -351,7 +351,7 @@ def run_tune(args) -> int:
             workers = fitted
             _say(f"gemm tune: {note}")
         elif note is not None:
-            _say(f"gemm tune: warning: --workers {workers} may run out of GPU memory; {note.split(': ', 1)[1]}")
+            _say(f"gemm tune: warning: --workers {workers} may run out of GPU memory (the memory would allow {note})")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     worker_settings = WorkerSettings(device=target.device, timer=target.timer, l2_bytes=target.arch.l2_bytes,

@@ -24,11 +24,11 @@ replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import time
 import traceback
-from dataclasses import dataclass
 
 import torch
 
@@ -47,7 +47,7 @@ OOM_TRIES = 3
 OOM_PAUSE_S = 2.0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class WorkerSettings:
     """What every worker needs: device, timer, cache size for cold-L2 rotation, data seed.
 
@@ -62,7 +62,7 @@ class WorkerSettings:
     threads: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Item:
     """One candidate at one point and stage. ``m_max`` is the largest M of the shape: inputs are
     generated once per shape at ``m_max`` rows and sliced, so every M shares one fresh draw."""
@@ -83,7 +83,7 @@ class Item:
         return Measurement(self.backend, self.params, p.n, p.k, p.m, self.stage, status, message, **values)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     """A measurement; whether the worker must be replaced (broken CUDA context); whether it ran out of memory."""
 
@@ -192,7 +192,7 @@ class Evaluator:
         key = (problem.n, problem.k, problem.block_n, problem.block_k, m_max)
         if key != self._inputs_key:
             self._inputs = self._reference = None
-            self._release_gpu_memory()  # the last shape's blocks must not stay reserved in this process
+            self.release_gpu_memory()  # the last shape's blocks must not stay reserved in this process
             seed = hash((self.settings.seed, problem.n, problem.k)) % (2**63)
             block = (problem.block_n, problem.block_k)
             self._inputs = random_problem_inputs(m_max, problem.n, problem.k, block, self.settings.device, seed)
@@ -218,11 +218,9 @@ class Evaluator:
             self._built[key] = fn
         return fn
 
-    def release_idle(self) -> None:
-        """Between jobs: give cached GPU blocks back, so an idle worker does not starve a busy one."""
-        self._release_gpu_memory()
-
-    def _release_gpu_memory(self) -> None:
+    def release_gpu_memory(self) -> None:
+        """Give cached GPU blocks back (between jobs, at a new shape, after running out of memory), so an
+        idle worker does not starve a busy one."""
         if self._timer is not None and hasattr(self._timer, "release"):
             self._timer.release()
         if self.settings.device.startswith("cuda") and torch.cuda.is_initialized():
@@ -235,13 +233,18 @@ class Evaluator:
         candidate's fault: cached blocks are released and the item is retried after a
         pause, ``OOM_TRIES`` times in all, before it is recorded as LAUNCH_FAILED.
         """
-        for attempt in range(1, OOM_TRIES + 1):
+        for attempt in range(1, OOM_TRIES):
             outcome = self._run_once(item, on_built)
-            if not outcome.out_of_memory or attempt == OOM_TRIES:
+            if not outcome.out_of_memory:
                 return outcome
-            self._release_gpu_memory()
+            self.release_gpu_memory()
             time.sleep(OOM_PAUSE_S * attempt)
-        raise AssertionError("unreachable")
+        outcome = self._run_once(item, on_built)
+        if outcome.out_of_memory:
+            measurement = outcome.measurement
+            message = f"out of GPU memory after {OOM_TRIES} tries: {measurement.message}"[:2000]
+            outcome = dataclasses.replace(outcome, measurement=dataclasses.replace(measurement, message=message))
+        return outcome
 
     def _run_once(self, item: Item, on_built) -> Outcome:
         try:
@@ -259,8 +262,6 @@ class Evaluator:
             message = f"{type(exc).__name__}: {exc}".strip()
             # Backends that wrap torch errors (cuBLAS through torch._scaled_mm) keep torch's wording.
             out_of_memory = isinstance(exc, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(exc)
-            if out_of_memory:
-                message = f"out of GPU memory after {OOM_TRIES} tries: {message}"
             return Outcome(item.row(status, message[:2000]), restart, out_of_memory)
 
     def _synchronize(self) -> None:
@@ -325,5 +326,5 @@ def _serve(conn, evaluator: Evaluator) -> None:
             conn.send(("result", job_id, index, outcome))
             if outcome.restart:
                 return  # the CUDA context is broken: the parent starts a fresh worker
-        evaluator.release_idle()
+        evaluator.release_gpu_memory()
         conn.send(("done", job_id))
