@@ -116,9 +116,10 @@ def tuned_choice(problem: GemmProblem, arch: ArchSpec, device: torch.device | No
         choice, reason = _entry_choice(entry, problem, arch, device)
         if choice is not None:
             return choice
-        _warn_once(("entry", str(path), tuned_m, reason),
+        # Once per entry, not per M: an entry that needs M % 4 == 0 would otherwise warn for every ragged M.
+        _warn_once(("entry", str(path), tuned_m),
                    f"tuned config {path}: the entry for M={tuned_m} ({entry.backend}) cannot run {problem} here: "
-                   f"{reason}; trying the next-nearest tuned M")
+                   f"{reason}; trying the next-nearest tuned M (not repeated for this entry)")
     _warn_once(("unusable", str(path)),
                f"tuned config {path}: no entry can run on this device (first seen for {problem}); "
                f"using the Triton heuristic")

@@ -93,6 +93,18 @@ def test_current_provenance_records_this_process():
         Provenance.current("guessed")
 
 
+def test_provenance_names_the_cutlass_headers_of_gemm_cutlass_dir(tmp_path, monkeypatch):
+    """With GEMM_CUTLASS_DIR the headers built with are that tree's, whatever wheel is installed."""
+    include = tmp_path / "include" / "cutlass"
+    include.mkdir(parents=True)
+    (include / "version.h").write_text("#define CUTLASS_MAJOR 4\n#define CUTLASS_MINOR 5\n#define CUTLASS_PATCH 0\n")
+    (tmp_path / "tools" / "util" / "include" / "cutlass" / "util").mkdir(parents=True)
+    monkeypatch.setenv("GEMM_CUTLASS_DIR", str(tmp_path))
+    assert Provenance.current("measured").cutlass == "4.5.0"
+    monkeypatch.setenv("GEMM_CUTLASS_DIR", str(tmp_path / "missing"))
+    assert Provenance.current("measured").cutlass is None  # no headers there: nothing can be built
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda: ConfigEntry("triton", [1, 2]), "entry.params must be an object"),
     (lambda: ConfigEntry("triton", {}, us=-3.0), "entry.us must be a positive number"),

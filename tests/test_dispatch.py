@@ -96,6 +96,29 @@ def test_unusable_entries_fall_back_to_the_next_nearest_with_one_warning_each(co
     assert again == params and warned_again == []  # each cause is reported once
 
 
+def test_an_entry_rejected_for_some_m_warns_once_not_per_m(config_root, monkeypatch):
+    """Like MN-major CUTLASS entries at ragged M: the reason names M, the warning still comes once."""
+    from gemm.kernels.triton_fp8 import TritonBackend
+
+    aligned_only = TritonParams.from_dict(triton_params(64, 128))
+    original = TritonBackend.check
+
+    def check(self, problem, params, arch):
+        if params == aligned_only and problem.m % 4:
+            return f"needs M % 4 == 0, got M={problem.m}"
+        return original(self, problem, params, arch)
+
+    monkeypatch.setattr(TritonBackend, "check", check)
+    write(config_root, {16: ConfigEntry("triton", triton_params(16, 64), 2.0),
+                        512: ConfigEntry("triton", triton_params(64, 128), 40.0)})
+    assert choose(512)[1] == aligned_only
+    backend, params, warned = choose(513)
+    assert params == TritonParams.from_dict(triton_params(16, 64))  # the next-nearest entry
+    assert len(warned) == 1 and "M=512 (triton)" in warned[0] and "got M=513" in warned[0]
+    for m in (514, 515, 1001):
+        assert choose(m)[2] == []
+
+
 def test_no_usable_entry_uses_the_heuristic(config_root):
     write(config_root, {16: ConfigEntry("fpga", {}, 1.0)})
     backend, params, warned = choose(16)

@@ -100,9 +100,14 @@ class Provenance:
 
     @classmethod
     def current(cls, kind: str, model_version: str | None = None) -> "Provenance":
-        """Provenance stamped with this process's gemm/torch/triton/nvidia-cutlass versions and the current UTC time."""
+        """Provenance stamped with this process's gemm/torch/triton/CUTLASS versions and the current UTC time.
+
+        ``cutlass`` is the version of the headers CUTLASS kernels are built with: the ``nvidia-cutlass``
+        wheel's version (e.g. ``"4.2.0.0"``), or with ``GEMM_CUTLASS_DIR`` the version its
+        ``cutlass/version.h`` declares (e.g. ``"4.5.0"``).
+        """
         return cls(kind=kind, tool_version=gemm_version(), torch=_module_version("torch"),
-                   triton=_module_version("triton"), cutlass=_distribution_version("nvidia-cutlass"),
+                   triton=_module_version("triton"), cutlass=_cutlass_version(),
                    date=utc_now(), model_version=model_version)
 
 
@@ -358,6 +363,22 @@ def _module_version(name: str) -> str | None:
     except ImportError:
         return None
     return str(getattr(module, "__version__", None) or "") or None
+
+
+def _cutlass_version() -> str | None:
+    """Version of the CUTLASS headers the JIT builds with (see ``Provenance.current``); None if there are none."""
+    from gemm import envs
+
+    if envs.cutlass_dir() is None:
+        return _distribution_version("nvidia-cutlass")
+    # A user-named tree decides what gets built, whatever wheel is installed beside it.
+    from gemm.kernels.base import BackendUnavailable
+    from gemm.kernels.cutlass.toolchain import find_cutlass
+
+    try:
+        return find_cutlass().version_string
+    except BackendUnavailable:
+        return None
 
 
 def _distribution_version(name: str) -> str | None:
