@@ -18,6 +18,7 @@ PROCESS_OVERHEAD_BYTES = 768 * 2**20
 #: Share of the free memory the workers may plan to use together.
 USABLE_FRACTION = 0.85
 
+
 def _out_bytes(out_dtype: str) -> int:
     from gemm.problem import OUT_DTYPES
 
@@ -29,6 +30,13 @@ def _workspace_bytes() -> int:
     from gemm.kernels.cutlass.launcher import MAX_WORKSPACE_BYTES
 
     return MAX_WORKSPACE_BYTES
+
+
+def _check_chunk_elements() -> int:
+    """Elements per fp64 block in which outputs are checked."""
+    from gemm.reference import CHUNK_ELEMENTS
+
+    return CHUNK_ELEMENTS
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def worker_peak_bytes(n: int, k: int, m_max: int, out_dtype: str = "bfloat16", b
     building = 4 * (2 * m_max * k + 3 * n * k) + 4 * m_max * n    # fp32 A, B, expanded scales, dequantized B, product
     out_bytes = _out_bytes(out_dtype)
     outputs = 2 * out_bytes * m_max * n                           # two verification calls
-    checking = 3 * 8 * 2**24                                      # fp64 row blocks (gemm.reference)
+    checking = 3 * 8 * _check_chunk_elements()                    # fp64 row blocks (gemm.reference)
     timing = 2 * (inputs + out_bytes * m_max * n)                 # cold-L2 copies, graph outputs
     peak = max(building, outputs + checking + timing)
     return PROCESS_OVERHEAD_BYTES + inputs + reference + peak + _workspace_bytes()

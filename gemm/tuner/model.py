@@ -50,8 +50,6 @@ COEFFICIENTS_PATH = Path(__file__).with_name("model_coefficients.json")
 _SMOOTH_P = 6.0               # smooth maximum exponent: 6 is within 12% of max() where two terms tie
 _REGISTERS_PER_SM = 65536
 _MAX_CTAS_PER_SM = 4
-_SM90_SMEM = 232448
-_CUTLASS_EPILOGUE_SMEM = 17 * 1024
 
 
 @dataclass(frozen=True)
@@ -175,13 +173,16 @@ def triton_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: TritonCoefficien
 # --------------------------------------------------------------------------- CUTLASS and cuBLAS
 
 
-def _cutlass_stages(tile_m: int, tile_n: int, tile_k: int, stages: int, arch: ArchSpec) -> int:
+@functools.lru_cache(maxsize=64)
+def _cutlass_stages(tile_m: int, tile_n: int, tile_k: int, stages: int, smem_per_block: int) -> int:
     """Explicit stages, or as many as fit beside the epilogue (what ``stages=0`` builds)."""
     if stages:
         return stages
-    stage = (tile_m + tile_n) * tile_k + 4 * (tile_m + max(1, tile_n // 128)) + 16
-    smem = min(arch.smem_per_block_bytes, _SM90_SMEM) - _CUTLASS_EPILOGUE_SMEM
-    return max(2, smem // stage)
+    from gemm.kernels.cutlass.backend import EPILOGUE_SMEM_BYTES, SM90_SMEM_BYTES, stage_bytes
+    from gemm.kernels.cutlass.config import CutlassParams
+
+    per_stage = stage_bytes(CutlassParams(tile_m=tile_m, tile_n=tile_n, tile_k=tile_k))
+    return max(2, (min(smem_per_block, SM90_SMEM_BYTES) - EPILOGUE_SMEM_BYTES) // per_stage)
 
 
 def _tile_loop_s(tile_m: int, tile_n: int, in_flight: int, efficiency: float,
@@ -198,7 +199,7 @@ def cutlass_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CutlassCoeffici
     pingpong = p.get("schedule") == "pingpong"
     in_flight = 2 if pingpong else 1  # ping-pong's two consumer warp groups work on two tiles
     efficiency = c.pingpong_eff if pingpong else c.coop_eff
-    stages = _cutlass_stages(tm, tn, tk, int(p.get("stages", 0)), arch)
+    stages = _cutlass_stages(tm, tn, tk, int(p.get("stages", 0)), arch.smem_per_block_bytes)
     step_s = _tile_loop_s(tm, tn, in_flight, efficiency, c.latency_us, stages, arch)
     k_iters = math.ceil(problem.k / tk)
     tiles = math.ceil(problem.m / tm) * math.ceil(problem.n / tn)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from gemm.tuner.tune_cmd import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from gemm.tuner.tune_cmd import EXIT_ERROR, EXIT_OK, EXIT_USAGE, resolve_m_grid
 
 
 def _say(text: str) -> None:
@@ -23,15 +23,6 @@ def _shapes(args):
     for name in args.preset or [DEFAULT_PRESET]:
         shapes += preset_shapes(name)
     return dedupe_shapes(shapes)
-
-
-def _m_grid(args) -> tuple[int, ...]:
-    from gemm.tuner.presets import DEFAULT_M_GRID, parse_m_list
-
-    grid = parse_m_list(args.m) if args.m else DEFAULT_M_GRID
-    if args.m_extra:
-        grid = tuple(sorted(set(grid) | set(parse_m_list(args.m_extra, "--m-extra"))))
-    return grid
 
 
 def _backends(args) -> tuple[str, ...]:
@@ -64,7 +55,7 @@ def run_predict(args) -> int:
         _say(f"gemm predict: --arch {args.arch!r} is not a known GPU; expected one of {', '.join(KNOWN_ARCHS)}")
         return EXIT_USAGE
     try:
-        shapes, m_grid, backends = _shapes(args), _m_grid(args), _backends(args)
+        shapes, m_grid, backends = _shapes(args), resolve_m_grid(args), _backends(args)
         model = load_model(args.model)
     except (ValueError, OSError) as exc:
         _say(f"gemm predict: {exc}")

@@ -69,7 +69,8 @@ def resolve_shapes(args) -> list[LayerShape]:
 
 def resolve_m_grid(args) -> tuple[int, ...]:
     try:
-        grid = parse_m_list(args.m) if args.m else (INTERPRET_M_GRID if args.interpret else DEFAULT_M_GRID)
+        interpret = getattr(args, "interpret", False)  # gemm predict has no --interpret
+        grid = parse_m_list(args.m) if args.m else (INTERPRET_M_GRID if interpret else DEFAULT_M_GRID)
         if args.m_extra:
             grid = tuple(sorted(set(grid) | set(parse_m_list(args.m_extra, "--m-extra"))))
     except ValueError as exc:
@@ -104,9 +105,9 @@ def resolve_backends(args) -> list[str]:
 
 def default_workers(interpret: bool) -> int:
     """One worker on the interpreter; on a GPU enough to keep the CPUs compiling (one core left free)."""
-    if interpret:
-        return 1
-    return max(1, min(15, (os.cpu_count() or 2) - 1))
+    from gemm.tuner.unit_runner import evaluation_workers
+
+    return evaluation_workers(None, os.cpu_count() or 2, 1, interpret)
 
 
 def prebuild_cutlass(plan, out_dtype: str) -> None:
@@ -259,7 +260,7 @@ def check_running_args(args) -> None:
 
 def sweep_settings(args, timer: str, shapes, m_grid, backends):
     """The SweepSettings the command line asks for (ValueError for a bad value)."""
-    from gemm.tuner.space import PRUNE_LEVELS, PruneSettings
+    from gemm.tuner.space import DEFAULT_PRUNE_LEVEL, PRUNE_LEVELS, PruneSettings
     from gemm.tuner.sweep import SweepSettings
 
     if args.exhaustive:
@@ -267,7 +268,7 @@ def sweep_settings(args, timer: str, shapes, m_grid, backends):
     elif args.budget is not None:
         budget = args.budget
     else:
-        budget = PRUNE_LEVELS[getattr(args, "prune", None) or "normal"]
+        budget = PRUNE_LEVELS[getattr(args, "prune", None) or DEFAULT_PRUNE_LEVEL]
     return SweepSettings(
         shapes=tuple(shapes), m_grid=m_grid, backends=tuple(backends), timer=timer,
         out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
