@@ -19,7 +19,7 @@ import triton
 
 import gemm
 from gemm.kernels.base import BackendUnavailable
-from gemm.kernels.cutlass.toolchain import find_toolchain
+from gemm.kernels.nvcc.toolchain import find_toolchain
 from gemm.quant import random_problem_inputs
 from gemm.tuner.timing import copies_for, replay_samples_us
 from report_lib import geomean  # noqa: F401  (re-exported: the benchmarks' one geomean)

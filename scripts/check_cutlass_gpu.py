@@ -43,7 +43,8 @@ from bench_lib import cold_l2_copies, geomean, graph_time_us, make_input_sets  #
 from gemm.arch import detect_arch  # noqa: E402
 from gemm.kernels.base import BackendError  # noqa: E402
 from gemm.kernels.cublas import CublasBackend, CublasParams  # noqa: E402
-from gemm.kernels.cutlass import jit, launcher, toolchain  # noqa: E402
+from gemm.kernels.cutlass import jit, launcher  # noqa
+from gemm.kernels.nvcc import toolchain  # noqa: E402
 from gemm.kernels.cutlass.backend import CutlassBackend  # noqa: E402
 from gemm.kernels.cutlass.config import KernelConfig  # noqa: E402
 from gemm.problem import GemmProblem  # noqa: E402

@@ -18,7 +18,9 @@ import torch
 from gemm.arch import get_arch
 from gemm.kernels import get_backend
 from gemm.kernels.base import BackendUnavailable, UnsupportedProblem
-from gemm.kernels.cutlass import backend as backend_module, codegen, launcher, support, toolchain
+from gemm.kernels.cutlass import backend as backend_module, codegen, launcher, support
+from gemm.kernels.nvcc import toolchain
+from gemm.kernels.nvcc.library import tma_ready
 from gemm.kernels.cutlass.backend import CutlassBackend
 from gemm.kernels.cutlass.config import (DECOMPOSITION_CODES, RASTER_CODES, REDUCTION_CODES, CutlassParams,
                                          KernelConfig)
@@ -367,8 +369,8 @@ def test_activation_scales_are_passed_in_the_layout_the_kernel_reads():
 def test_misaligned_operands_are_copied_for_tma():
     buffer = torch.randn(8, 80).to(torch.float8_e4m3fn)
     aligned = buffer[:, :64]  # row pitch 80 bytes: a multiple of 16
-    assert launcher._tma_ready(aligned).data_ptr() == aligned.data_ptr()
+    assert tma_ready(aligned).data_ptr() == aligned.data_ptr()
     for bad in (buffer[:, 1:65], torch.randn(8, 72).to(torch.float8_e4m3fn)[:, :64]):
-        fixed = launcher._tma_ready(bad)
+        fixed = tma_ready(bad)
         assert fixed.data_ptr() % 16 == 0 and fixed.stride(0) % 16 == 0
         assert torch.equal(fixed.float(), bad.float())

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from gemm.kernels.base import BackendUnavailable, LaunchError
-from gemm.kernels.cutlass import jit, launcher, support, toolchain
+from gemm.kernels.cutlass import jit, launcher, support
+from gemm.kernels.nvcc import toolchain
 from gemm.kernels.cutlass.config import CutlassParams, KernelConfig
 
 

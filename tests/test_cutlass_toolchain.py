@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from gemm.kernels.base import BackendUnavailable, CompileError
-from gemm.kernels.cutlass import aot, codegen, jit, toolchain
+from gemm.kernels.cutlass import aot, codegen, jit
+from gemm.kernels.nvcc import toolchain
 from gemm.kernels.cutlass.config import CutlassParams, KernelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_missing_headers_and_nvcc_are_clear_errors(tmp_path, monkeypatch):
 
 
 def test_wheel_headers_are_found_without_importing_the_package():
-    code = ("import sys; from gemm.kernels.cutlass import toolchain; h = toolchain.find_cutlass(); "
+    code = ("import sys; from gemm.kernels.nvcc import toolchain; h = toolchain.find_cutlass(); "
             "print(h.version, h.origin, 'cutlass_library' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "GEMM_CUTLASS_DIR"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)

@@ -373,7 +373,7 @@ def _cutlass_version() -> str | None:
         return _distribution_version("nvidia-cutlass")
     # A user-named tree decides what gets built, whatever wheel is installed beside it.
     from gemm.kernels.base import BackendUnavailable
-    from gemm.kernels.cutlass.toolchain import find_cutlass
+    from gemm.kernels.nvcc.toolchain import find_cutlass
 
     try:
         return find_cutlass().version_string

@@ -24,7 +24,8 @@ import torch
 
 from gemm.arch import detect_arch
 from gemm.kernels.base import UnsupportedProblem
-from gemm.kernels.cutlass import aot, jit, launcher, support, toolchain
+from gemm.kernels.cutlass import aot, jit, launcher, support
+from gemm.kernels.nvcc import toolchain
 from gemm.kernels.cutlass.backend import CutlassBackend
 from gemm.kernels.cutlass.config import CutlassParams as P
 from gemm.problem import GemmProblem

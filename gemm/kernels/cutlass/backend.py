@@ -35,7 +35,8 @@ import torch
 
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
-from gemm.kernels.cutlass import jit, launcher, support, toolchain
+from gemm.kernels.cutlass import jit, launcher, support
+from gemm.kernels.nvcc import toolchain
 from gemm.kernels.cutlass.config import OUT_DTYPES, CutlassParams
 from gemm.problem import GemmProblem
 

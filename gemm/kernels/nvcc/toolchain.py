@@ -1,4 +1,6 @@
-"""Finding the compiler and the CUTLASS headers the JIT builds with.
+"""Finding the compiler and the CuTe/CUTLASS headers the C++ backends build with.
+
+Shared by every backend compiled with nvcc (``gemm.kernels.cutlass`` and ``gemm.kernels.sm90``).
 
 * nvcc: ``gemm.envs.nvcc_path()`` (``GEMM_NVCC`` or ``$CUDA_HOME/bin/nvcc``), else ``nvcc`` on ``PATH``.
 * CUTLASS: the tree named by ``GEMM_CUTLASS_DIR`` (its ``include/`` and
@@ -7,7 +9,7 @@
   importing the package.
 
 The CUTLASS version comes from ``cutlass/version.h`` and decides which tiles
-the backend offers. Anything missing raises ``BackendUnavailable`` saying
+the CUTLASS backend offers. Anything missing raises ``BackendUnavailable`` saying
 what to install or set.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from gemm import envs
 from gemm.kernels.base import BackendUnavailable
 
-#: nvcc flags every instantiation is built with. ``-DNDEBUG`` matters for speed: without it
+#: nvcc flags every kernel library is built with. ``-DNDEBUG`` matters for speed: without it
 #: ptxas serializes the wgmma instructions (warning C7510) and the kernel runs ~1.3x slower.
 NVCC_FLAGS = (
     "-gencode=arch=compute_90a,code=sm_90a",

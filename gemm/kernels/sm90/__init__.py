@@ -1,0 +1,13 @@
+"""The project's own Hopper block-FP8 GEMM (backend "sm90"), CUDA C++ on CuTe's SM90 primitives.
+
+* ``fp8_gemm.cuh``: the kernel (persistent, warp-specialized: a TMA producer warp and one or two
+  wgmma consumer warp groups with fp32 promotion per 128-deep K block) and its C ABI.
+* ``params``: ``Sm90Params`` (tile, stages, overlap, cluster, tile order) and ``KernelConfig`` (one build),
+  with the shared-memory and register arithmetic of the kernel.
+* ``codegen``: the translation unit of one instantiation, built by the shared nvcc JIT
+  (``gemm.kernels.nvcc``).
+* ``launcher``: ctypes loading and launches from torch (graph-capturable; row-major or MN-major
+  activation scales).
+* ``backend``: ``Sm90Backend`` for the tuner and the op.
+
+Importing this package needs neither a GPU nor nvcc.

@@ -1,0 +1,180 @@
+"""Parameters of the project's Hopper FP8 GEMM (``fp8_gemm.cuh``).
+
+``Sm90Params`` holds two kinds of fields:
+
+* **compile-time**: ``block_m``, ``block_n``, ``stages`` and ``overlap`` pick one
+  C++ instantiation (one shared library, with the output dtype): ``kernel_config``.
+  ``stages = 0`` means as many as fit (``stages_that_fit``); ``overlap`` keeps two
+  partial accumulators so that block kb+1's wgmmas run while block kb is promoted
+  (1.5x the accumulator registers, so only narrower tiles fit).
+* **run-time**: ``cluster_m`` x ``cluster_n`` (1x1, 2x1: two CTAs along M share
+  the B tile by TMA multicast, 1x2: two CTAs along N share the A tile),
+  ``raster`` ("along_m": groups of tiles along M, M fastest; "along_n") and
+  ``group`` (tiles per group, for L2 reuse). M, N and K are run-time too, so
+  one build serves every shape.
+
+Only the domain of each field is checked here (``ValueError`` naming the
+field); whether a combination can run a problem is the backend's ``check``.
+The shared-memory arithmetic mirrors ``Traits`` in ``fp8_gemm.cuh``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gemm.kernels.base import KernelParams
+
+BLOCK_MS = (64, 128, 256)
+#: BLOCK_N is any multiple of this in [16, 256] (the epilogue stores 16-column boxes).
+BLOCK_N_STEP = 16
+MAX_BLOCK_N = 256
+BLOCK_K = 128
+RASTERS = ("along_m", "along_n")
+RASTER_CODES = {"along_m": 0, "along_n": 1}
+CLUSTERS = ((1, 1), (2, 1), (1, 2))
+OUT_DTYPES = ("bfloat16", "float16")
+OUT_BYTES = {"bfloat16": 2, "float16": 2}
+#: Opt-in shared memory per block on SM90.
+SM90_SMEM_BYTES = 232448
+#: More stages than this never paid in the sweeps; fewer builds too.
+MAX_STAGES = 8
+#: fp32 accumulators one consumer thread holds for its partial and total sums (BLOCK_N/2 each per
+#: 64-row wgmma, a second partial with ``overlap``) beyond which ptxas spills (nvcc 13.0, sm_90a:
+#: 208 builds clean, 216 and 224 spill).
+MAX_ACCUMULATORS_PER_THREAD = 208
+
+
+def consumers(block_m: int) -> int:
+    """Consumer warp groups of a tile: one for 64 rows, two otherwise."""
+    return 1 if block_m == 64 else 2
+
+
+def accumulators_per_thread(block_m: int, block_n: int, overlap: bool = False) -> int:
+    """fp32 registers one consumer thread needs for the partial sum(s) and the promoted sum."""
+    mmas = (block_m // consumers(block_m)) // 64
+    return (3 if overlap else 2) * mmas * (block_n // 2)
+
+
+def overlap_fits(block_m: int, block_n: int) -> bool:
+    """True when a tile has registers for the second partial accumulator (``overlap``)."""
+    return accumulators_per_thread(block_m, block_n, True) <= MAX_ACCUMULATORS_PER_THREAD
+
+
+def stage_bytes(block_m: int, block_n: int) -> int:
+    """Shared memory of one pipeline stage: the fp8 A and B tiles and the tile's activation scales."""
+    return block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
+
+
+def shared_memory_bytes(block_m: int, block_n: int, stages: int, out_dtype: str = "bfloat16") -> int:
+    """Dynamic shared memory one CTA asks for (``Traits::kSmemLaunchBytes``)."""
+    stages_end = stages * stage_bytes(block_m, block_n)
+    epilogue_offset = (stages_end + 1023) // 1024 * 1024
+    epilogue = block_m * block_n * OUT_BYTES[out_dtype]
+    return epilogue_offset + epilogue + 2 * stages * 8 + 1024
+
+
+def stages_that_fit(block_m: int, block_n: int, out_dtype: str = "bfloat16",
+                    limit: int = SM90_SMEM_BYTES) -> int:
+    """Most pipeline stages (at most ``MAX_STAGES``) that fit beside the epilogue; 0 if not even 2 fit."""
+    best = 0
+    for stages in range(2, MAX_STAGES + 1):
+        if shared_memory_bytes(block_m, block_n, stages, out_dtype) <= limit:
+            best = stages
+    return best
+
+
+def _require_choice(owner: str, name: str, value, choices) -> None:
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _require_int(owner: str, name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_tile(owner: str, block_m, block_n, stages) -> None:
+    _require_choice(owner, "block_m", block_m, BLOCK_MS)
+    _require_int(owner, "block_n", block_n, BLOCK_N_STEP)
+    if block_n % BLOCK_N_STEP or block_n > MAX_BLOCK_N:
+        raise ValueError(f"{owner}.block_n must be a multiple of {BLOCK_N_STEP} in [{BLOCK_N_STEP}, {MAX_BLOCK_N}], "
+                         f"got {block_n}")
+    _require_int(owner, "stages", stages, 0)
+    if stages == 1 or stages > MAX_STAGES:
+        raise ValueError(f"{owner}.stages must be 0 (as many as fit) or in [2, {MAX_STAGES}], got {stages}")
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Everything one compiled library is specialised for (the JIT cache key); ``stages`` >= 2."""
+
+    block_m: int = 128
+    block_n: int = 128
+    stages: int = 5
+    overlap: bool = True
+    out_dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        _check_tile("KernelConfig", self.block_m, self.block_n, self.stages)
+        if self.stages < 2:
+            raise ValueError(f"KernelConfig.stages must be >= 2, got {self.stages}")
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"KernelConfig.overlap must be true/false, got {self.overlap!r}")
+        _require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
+
+    @property
+    def name(self) -> str:
+        """Readable, file-name-safe identifier, e.g. ``sm90_128x112x128_s5_ov_bf16``."""
+        out = {"bfloat16": "bf16", "float16": "fp16"}[self.out_dtype]
+        overlap = "_ov" if self.overlap else ""
+        return f"sm90_{self.block_m}x{self.block_n}x{BLOCK_K}_s{self.stages}{overlap}_{out}"
+
+    @property
+    def shared_memory_bytes(self) -> int:
+        return shared_memory_bytes(self.block_m, self.block_n, self.stages, self.out_dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sm90Params(KernelParams):
+    """One candidate of the Hopper kernel: a tile (compile-time) and how its launch walks the tiles (run-time).
+
+    ``block_m`` in {64, 128, 256} (one consumer warp group for 64 rows, two
+    otherwise), ``block_n`` a multiple of 16 in [16, 256], ``stages`` (0 = as
+    many as fit), ``overlap`` (promotion overlapped with the next block's
+    wgmmas), ``cluster_m`` x ``cluster_n`` in {1x1, 2x1, 1x2},
+    ``raster`` ("along_m" or "along_n") and ``group`` (>= 1 cluster tiles per group).
+    """
+
+    block_m: int = 128
+    block_n: int = 128
+    stages: int = 0
+    overlap: bool = True
+    cluster_m: int = 1
+    cluster_n: int = 1
+    raster: str = "along_m"
+    group: int = 8
+
+    def __post_init__(self) -> None:
+        owner = "Sm90Params"
+        _check_tile(owner, self.block_m, self.block_n, self.stages)
+        if not isinstance(self.overlap, bool):
+            raise ValueError(f"{owner}.overlap must be true/false, got {self.overlap!r}")
+        _require_int(owner, "cluster_m", self.cluster_m, 1)
+        _require_int(owner, "cluster_n", self.cluster_n, 1)
+        if (self.cluster_m, self.cluster_n) not in CLUSTERS:
+            raise ValueError(f"{owner} cluster {self.cluster_m}x{self.cluster_n} is not one of "
+                             f"{[f'{m}x{n}' for m, n in CLUSTERS]}")
+        _require_choice(owner, "raster", self.raster, RASTERS)
+        _require_int(owner, "group", self.group, 1)
+
+    def resolved_stages(self, out_dtype: str = "bfloat16") -> int:
+        """``stages``, or with 0 the most that fit (0 when none do)."""
+        return self.stages or stages_that_fit(self.block_m, self.block_n, out_dtype)
+
+    def kernel_config(self, out_dtype: str = "bfloat16") -> KernelConfig:
+        """The compile-time part: what one shared library is built for (ValueError when no stages fit)."""
+        return KernelConfig(self.block_m, self.block_n, self.resolved_stages(out_dtype), self.overlap, out_dtype)
+
+    def short(self) -> str:
+        return (f"{self.block_m}x{self.block_n}x{BLOCK_K},st{self.stages or 'auto'},{'ov,' if self.overlap else ''}"
+                f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}")

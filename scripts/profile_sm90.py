@@ -1,0 +1,76 @@
+"""One launch of each named Hopper-kernel config (and cuBLAS per-tensor FP8) inside a profiler range, for ncu.
+
+    ncu --profile-from-start off --clock-control none --section SpeedOfLight ... \\
+        python scripts/profile_sm90.py --shape 4096,7168,7168 --params 128x128,128x192:ov=0
+
+Each ``--params`` item is ``BMxBN`` with optional ``:key=value`` fields of ``Sm90Params``
+(``ov`` for overlap, ``cm``/``cn`` for the cluster). Every launch is checked against the reference first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gemm.kernels.sm90.backend import Sm90Backend  # noqa: E402
+from gemm.kernels.sm90.params import Sm90Params, overlap_fits  # noqa: E402
+from gemm.problem import GemmProblem  # noqa: E402
+from gemm.quant import random_problem_inputs  # noqa: E402
+from gemm.reference import reference_matmul, relative_error  # noqa: E402
+
+ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n"}
+
+
+def parse_params(text: str) -> Sm90Params:
+    tile, *fields = text.split(":")
+    block_m, block_n = (int(v) for v in tile.split("x"))
+    values = {"block_m": block_m, "block_n": block_n, "overlap": overlap_fits(block_m, block_n)}
+    for field in fields:
+        key, value = field.split("=")
+        key = ALIASES.get(key, key)
+        values[key] = bool(int(value)) if key == "overlap" else (value if key == "raster" else int(value))
+    return Sm90Params(**values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="4096,7168,7168", help="M,N,K")
+    parser.add_argument("--params", default="128x128", help="comma-separated BMxBN[:key=value...]")
+    parser.add_argument("--no-cublas", action="store_true")
+    args = parser.parse_args()
+    m, n, k = (int(v) for v in args.shape.split(","))
+    problem = GemmProblem(m, n, k)
+    a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
+    ref = reference_matmul(a, b, sa, sb)
+    backend = Sm90Backend()
+    fns = []
+    for text in args.params.split(","):
+        params = parse_params(text)
+        fn = backend.build(problem, params)
+        out = fn(a, b, sa, sb)
+        print(f"{params.short()}: relative error {relative_error(out, ref):.2e}")
+        fns.append(fn)
+    one = torch.ones((), device="cuda")
+    cublas = (lambda: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16))
+    for _ in range(3):  # warm up (module load, clocks)
+        for fn in fns:
+            fn(a, b, sa, sb)
+        if not args.no_cublas:
+            cublas()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    for fn in fns:
+        fn(a, b, sa, sb)
+    if not args.no_cublas:
+        cublas()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
+
+
+if __name__ == "__main__":
+    main()
