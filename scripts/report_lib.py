@@ -63,10 +63,21 @@ def reference(table: pd.DataFrame) -> str:
     return TUNED if TUNED in table else "ours"
 
 
+def timed_backends(table: pd.DataFrame) -> list[str]:
+    """The columns of OUR_BACKENDS with at least one verified time."""
+    return [c for c in OUR_BACKENDS if c in table and table[c].notna().any()]
+
+
 def compared_peers(table: pd.DataFrame) -> list[str]:
-    """Columns compared against the reference: external peers first, then our own backends."""
+    """Columns compared against the reference: external peers first, then our own backends.
+
+    ``ours`` is left out when fewer than two of our backends were timed: it is then the one timed
+    backend's column under another name.
+    """
     ref = reference(table)
     names = list(PEER_LABELS) + list(BACKEND_LABELS)
+    if len(timed_backends(table)) < 2:
+        names.remove("ours")
     return [c for c in names if c in table and c != ref and table[c].notna().any()]
 
 
@@ -131,7 +142,7 @@ def left_out(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def winners(table: pd.DataFrame) -> pd.DataFrame | None:
     """(N, K) x M frame of the fastest of OUR_BACKENDS at each point, or None with fewer than two timed."""
-    present = [c for c in OUR_BACKENDS if c in table and table[c].notna().any()]
+    present = timed_backends(table)
     if len(present) < 2:
         return None
     won = table[present].apply(lambda row: row.idxmin() if row.notna().any() else "", axis=1)

@@ -169,6 +169,33 @@ def test_tuned_op_is_ours_when_present(tmp_path):
                           ("512", "1024"): ["triton", "cutlass", "triton"]}
 
 
+def test_best_backend_column_is_not_a_copy_of_the_only_backend_timed(tmp_path):
+    # A run like `--tuned --no-sweep` times one of our backends (the Triton heuristic): the best of our
+    # backends per point is then that backend, and a row or column of its own would only repeat it.
+    only = ("triton_sweep", "cutlass_sweep")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = synthetic_rows(tuned=True)
+    rows[~rows.peer.isin(only)].to_csv(run / "bench_rows.csv", index=False)
+    md = generate(tmp_path, f"H200={run}", f"H100={write_run(tmp_path / 'all')}")
+    for heading in ("H200: speed-up of ours over each peer", "Geomean per M range"):
+        peers = table_after(md[md.index("## H200"):], heading)
+        assert "Triton, heuristic config" in peers
+        assert "best of our backends per point" not in peers
+    heuristic = {point: peers["triton_heuristic"] for point, peers in TIMES.items()}
+    speed = table_after(md[md.index("## H200"):], "speed-up of ours over each peer")
+    assert_cells(speed["Triton, heuristic config"][3:4],
+                 [gm(*(heuristic[point] / TUNED[point][0] for point in TIMES))])
+    summary = md[md.index("## Summary"):md.index("## H200")]
+    header = next(line for line in summary.splitlines() if line.startswith("| device"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert len(cells) == len(set(cells))
+    # H100's best backend is its reference ("ours"), H200's only backend the heuristic: no such column.
+    assert "best of our backends per point" not in cells
+    h200 = table_after(summary, "## Summary")["H200"]
+    assert h200[cells.index("Triton, heuristic config") - 1] != "—"
+
+
 # ----------------------------------------------------------------------------- floor, winners, header
 
 
