@@ -49,7 +49,7 @@ def _candidates(backend_name: str, problem: GemmProblem, arch: ArchSpec):
 def predict_point(problem: GemmProblem, arch: ArchSpec, model: FittedModel,
                   backends: Sequence[str] = PREDICTABLE_BACKENDS) -> Prediction | None:
     """The fastest predicted candidate of ``backends`` for ``problem`` on ``arch`` (None if none can run)."""
-    from gemm.tuner.space import is_plain_triton
+    from gemm.configs.engines import is_plain_triton
 
     best: tuple[float, str, dict] | None = None
     plain: tuple[float, dict] | None = None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from gemm.tuner.results import Measurement, Stage, Status, canonical_params
-from gemm.tuner.space import is_plain_triton
+from gemm.configs.engines import is_plain_triton
 
 DEFAULT_TIE_FRACTION = 0.02
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from gemm.arch import ArchSpec
+from gemm.configs.engines import is_plain_triton
 from gemm.kernels import backend_names, get_backend
 from gemm.kernels.base import Backend, KernelParams
 from gemm.problem import GemmProblem
@@ -61,17 +62,6 @@ def resolve_backend(ref: str) -> Backend:
 def is_registered(ref: str) -> bool:
     """True for the op's own backends (those a config file may name)."""
     return ref in backend_names()
-
-
-def is_plain_triton(backend: str, params: dict) -> bool:
-    """A Triton config the engines' kernel can run as is: every feature it lacks (split-K, TMA,
-    persistent schedule, K unrolling, ...) at its "not used" value, as the exporters judge it."""
-    if backend != "triton":
-        return False
-    from gemm.configs.engines import engine_features_used
-    from gemm.kernels.triton_fp8 import TritonParams
-
-    return not engine_features_used(TritonParams.from_dict(dict(params)).to_dict())
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from gemm.arch import ArchSpec
+from gemm.configs.engines import is_plain_triton
 from gemm.problem import GemmProblem
 from gemm.tuner.presets import LayerShape
 from gemm.tuner.results import Measurement, ResultsLog, Stage, Status
-from gemm.tuner.space import Candidate, PointSpace, PruneSettings, is_plain_triton, point_space, space_hash
+from gemm.tuner.space import Candidate, PointSpace, PruneSettings, point_space, space_hash
 from gemm.tuner.worker import Item
 
 
