@@ -26,10 +26,6 @@ Exit codes: 0 success, 1 failure (invalid file, unexpected error), 2 usage
 error or nothing to run on (e.g. ``gemm tune`` or ``gemm bench`` without a
 GPU), 3 ``tune`` or ``bench`` stopped at ``--time-limit`` (``tune``: continue
 with ``--resume``), 130 interrupted.
-
-Each command family is one module here: it parses its options into the
-library's settings, calls the library and prints. Nothing outside this
-package imports it.
 """
 
 from __future__ import annotations
@@ -39,7 +35,11 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every ``gemm`` command; each sets ``handler``, the function that runs it."""
+    """The parser of every ``gemm`` command; each sets ``handler``, the function that runs it.
+
+    Each command family is one module of this package: it parses its options into the library's
+    settings, calls the library and prints. Nothing outside this package imports it.
+    """
     from gemm.cli import bench, configs, model, results, tune
 
     parser = argparse.ArgumentParser(prog="gemm", description="Block-scaled FP8 GEMM toolkit",
