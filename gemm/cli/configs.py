@@ -83,56 +83,45 @@ def run_show(args) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
-def run_export(args) -> int:
-    """Native config files -> vLLM / SGLang Triton config files under ``--out``."""
-    from gemm.configs import ConfigError, export_config
+def _convert_each(command: str, sources, convert) -> int:
+    """``convert(path)`` for every config file under ``sources``, printing ``SRC -> DST`` and the warnings
+    of each; exit 2 when there is no file, 1 when one could not be converted (or a source is missing)."""
+    from gemm.configs import ConfigError
 
-    files, missing = config_files(args.src)
+    files, missing = config_files(sources)
     for message in missing:
-        _say(f"gemm export: {message}")
+        _say(f"gemm {command}: {message}")
     if not files:
-        _say("gemm export: no config files to export")
+        _say(f"gemm {command}: no config files to {command}")
         return EXIT_USAGE
     failed = bool(missing)
     for path in files:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                written = export_config(path, args.format, Path(args.out))
+                written = convert(path)
             except (ConfigError, ValueError) as exc:
-                _say(f"gemm export: {path}: {exc}")
+                _say(f"gemm {command}: {path}: {exc}")
                 failed = True
                 continue
         print(f"{path} -> {written}")
         for line in _warning_lines(caught):
             print(line)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def run_export(args) -> int:
+    """Native config files -> vLLM / SGLang Triton config files under ``--out``."""
+    from gemm.configs import export_config
+
+    return _convert_each("export", args.src, lambda path: export_config(path, args.format, Path(args.out)))
 
 
 def run_import(args) -> int:
     """vLLM / SGLang Triton config files -> native files under ``--out/<device_name>/``."""
-    from gemm.configs import ConfigError, import_config
+    from gemm.configs import import_config
 
-    files, missing = config_files(args.src)
-    for message in missing:
-        _say(f"gemm import: {message}")
-    if not files:
-        _say("gemm import: no config files to import")
-        return EXIT_USAGE
-    failed = bool(missing)
-    for path in files:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                written = import_config(path, Path(args.out), args.arch)
-            except (ConfigError, ValueError) as exc:
-                _say(f"gemm import: {path}: {exc}")
-                failed = True
-                continue
-        print(f"{path} -> {written}")
-        for line in _warning_lines(caught):
-            print(line)
-    return EXIT_ERROR if failed else EXIT_OK
+    return _convert_each("import", args.src, lambda path: import_config(path, Path(args.out), args.arch))
 
 
 def run_validate(args) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from gemm.arch import ArchSpec
 from gemm.tuner.settings import SetupError
@@ -51,6 +51,25 @@ def local_target(interpret: bool, timer: str | None = None) -> Target:
     return Target(arch, arch.config_device_name, "cuda", timer_for(timer, gpu=True))
 
 
+def usable_of(wanted: Iterable[str], requested: bool, reason_of: Callable[[str], str | None],
+              say: Callable[[str], None], device: str | None = None) -> tuple[str, ...]:
+    """The backends of ``wanted`` that can run (``reason_of(ref)`` None), on this machine or the cluster's
+    ``device``. One that cannot is a SetupError when ``requested``, else skipped with a note to ``say``."""
+    where = f"on the cluster's {device}" if device else "here"
+    usable = []
+    for ref in wanted:
+        reason = reason_of(ref)
+        if reason is None:
+            usable.append(ref)
+        elif requested:
+            raise SetupError(f"--backends: {ref!r} cannot run {where}: {reason}")
+        else:
+            say(f"gemm tune: skipping backend {ref!r}{f' on {device}' if device else ''}: {reason}")
+    if not usable:
+        raise SetupError(f"no usable backend {where if device else 'on this machine'}")
+    return tuple(usable)
+
+
 def usable_backends(requested: tuple[str, ...] | None, interpret: bool,
                     say: Callable[[str], None]) -> tuple[str, ...]:
     """Backends to sweep here: the ``requested`` ones (each must be usable), else every usable registered one
@@ -58,19 +77,11 @@ def usable_backends(requested: tuple[str, ...] | None, interpret: bool,
     from gemm.kernels import backend_names
     from gemm.tuner.search.space import resolve_backend
 
-    wanted = requested or (("triton",) if interpret else tuple(backend_names()))
-    usable = []
-    for ref in wanted:
+    def reason_of(ref: str) -> str | None:
         try:
-            reason = resolve_backend(ref).unavailable_reason()
+            return resolve_backend(ref).unavailable_reason()
         except (ImportError, ValueError) as exc:
-            reason = str(exc)
-        if reason is None:
-            usable.append(ref)
-        elif requested:
-            raise SetupError(f"--backends: {ref!r} cannot run here: {reason}")
-        else:
-            say(f"gemm tune: skipping backend {ref!r}: {reason}")
-    if not usable:
-        raise SetupError("no usable backend on this machine")
-    return tuple(usable)
+            return str(exc)
+
+    wanted = requested or (("triton",) if interpret else tuple(backend_names()))
+    return usable_of(wanted, bool(requested), reason_of, say)

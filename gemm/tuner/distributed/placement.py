@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gemm.tuner.settings import SetupError, TuneSettings
-from gemm.tuner.target import Target, interpreter_target, timer_for, usable_backends
+from gemm.tuner.target import Target, interpreter_target, timer_for, usable_backends, usable_of
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,8 @@ def cluster_devices(reports: dict, backends: tuple[str, ...] | None, timer: str 
 
     devices = {}
     for name, report in reports.items():
-        usable = []
-        for ref in backends or backend_names():
-            reason = report.unavailable.get(ref)
-            if reason is None:
-                usable.append(ref)
-            elif backends:
-                raise SetupError(f"--backends: {ref!r} cannot run on the cluster's {name}: {reason}")
-            else:
-                say(f"gemm tune: skipping backend {ref!r} on {name}: {reason}")
-        if not usable:
-            raise SetupError(f"no usable backend on the cluster's {name}")
-        devices[name] = DeviceSetup(Target(report.arch, name, "cuda", timer_for(timer, gpu=True)), tuple(usable))
+        usable = usable_of(backends or backend_names(), bool(backends), report.unavailable.get, say, device=name)
+        devices[name] = DeviceSetup(Target(report.arch, name, "cuda", timer_for(timer, gpu=True)), usable)
     return devices
 
 
