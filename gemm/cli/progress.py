@@ -1,7 +1,6 @@
 """Progress of a sweep for people: a tqdm bar with ETA on a terminal, periodic plain lines in logs and pipes.
 
-Both offer what the sweep reports to (``gemm.tuner.search.sweep.Progress``) plus
-``write`` (a line above the bar) and ``close``.
+Both are what a sweep reports to (``gemm.tuner.search.sweep.Progress``), plus ``close``.
 """
 
 from __future__ import annotations
@@ -10,9 +9,10 @@ import sys
 import time
 
 from gemm.cli.common import say
+from gemm.tuner.search.sweep import Progress
 
 
-class TqdmProgress:
+class TqdmProgress(Progress):
     """Progress bar with ETA (tqdm, on stderr), for terminals."""
 
     def __init__(self) -> None:
@@ -38,7 +38,7 @@ class TqdmProgress:
         self.bar.close()
 
 
-class LineProgress:
+class LineProgress(Progress):
     """Progress for logs and pipes: a plain line with ETA every ``every_s`` seconds (no carriage returns)."""
 
     def __init__(self, enabled: bool, every_s: float = 30.0) -> None:

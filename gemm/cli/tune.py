@@ -106,10 +106,10 @@ def settings_from_args(args):
         raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
     if args.time_limit is not None and args.time_limit <= 0:
         raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
-    if args.shape or not args.interpret or args.preset:
-        swept = shapes(args, [args.preset] if args.preset else [])
+    if args.interpret and not (args.shape or args.preset):
+        swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)  # small enough to interpret
     else:
-        swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)
+        swept = shapes(args, [args.preset] if args.preset else [])
     if args.exhaustive:
         budget = None
     elif args.budget is not None:

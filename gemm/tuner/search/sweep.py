@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import sys
 import time
 from typing import Callable, Iterable
 
@@ -42,7 +43,11 @@ class TimeLimitReached(RuntimeError):
 
 
 class Progress:
-    """What the sweep reports to a progress display; the default does nothing."""
+    """What a sweep reports to a progress display; the default shows no progress.
+
+    ``write`` is a line for people (a finished shape, a skipped step): a display prints it beside its
+    progress; the default prints it on stderr, so no such line is lost.
+    """
 
     def add_total(self, n: int) -> None:
         pass
@@ -52,6 +57,9 @@ class Progress:
 
     def note(self, text: str) -> None:
         pass
+
+    def write(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _final_candidates(screened: list[Measurement], keep: int | None, margin: float) -> list[tuple[str, str]]:
