@@ -18,8 +18,9 @@ Each reason to leave the tuned path is reported once per process as a
 mismatched file (never an exception); an entry skipped (per file, M and reason).
 Under ``TRITON_INTERPRET=1`` with CPU tensors, configs are looked up under the
 device name ``"CPU_interpreter"``, so a CPU run can tune, write and dispatch.
-The op caches ``choose`` per problem and device; ``clear_caches`` resets that,
-the config cache and the warnings already given.
+``kernel_for`` caches the built kernel of each choice per problem and device
+(what the op calls); ``clear_caches`` resets that, the config cache and the
+warnings already given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from gemm.arch import ArchSpec, detect_arch, interpreter_arch
 from gemm.configs import ConfigError, ConfigWarning, config_path, find_config, forget_cached, ranked_entries
 from gemm.configs.schema import ConfigEntry
 from gemm.kernels import get_backend
-from gemm.kernels.base import Backend, KernelParams
+from gemm.kernels.base import Backend, GemmFn, KernelParams
 from gemm.problem import GemmInputError, GemmProblem
 
 INTERPRETER_DEVICE_NAME = interpreter_arch().config_device_name  # "CPU_interpreter"
@@ -133,11 +134,16 @@ def choose(problem: GemmProblem, device_type: str, device_index: int | None) -> 
     return tuned_choice(problem, arch, device) or heuristic_choice(problem, arch)
 
 
-def clear_caches() -> None:
-    """Forget cached configs, kernels chosen by the op and warnings given (e.g. after writing new configs)."""
-    from gemm import ops  # the op imports this module
+@functools.lru_cache(maxsize=4096)
+def kernel_for(problem: GemmProblem, device_type: str, device_index: int | None) -> GemmFn:
+    """The built kernel ``choose`` picks for ``problem`` on the device, built once per problem and device."""
+    backend, params = choose(problem, device_type, device_index)
+    return backend.build(problem, params)
 
+
+def clear_caches() -> None:
+    """Forget cached configs, kernels chosen for the op and warnings given (e.g. after writing new configs)."""
     forget_cached()
     with _WARNED_LOCK:
         _WARNED.clear()
-    ops._kernel_for.cache_clear()
+    kernel_for.cache_clear()

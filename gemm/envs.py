@@ -10,7 +10,11 @@ set of knobs stays discoverable and documented.
 | ``GEMM_CUTLASS_DIR`` | a CUTLASS source tree (holding ``include/``) to build against instead of the ``nvidia-cutlass`` wheel's headers | unset |
 | ``GEMM_NVCC`` | the nvcc executable | ``$CUDA_HOME/bin/nvcc`` or ``nvcc`` on ``PATH`` |
 | ``GEMM_BUILD_JOBS`` | parallel nvcc processes | number of CPUs |
-| ``TRITON_INTERPRET`` | run Triton kernels in the CPU interpreter (read, not owned) | unset |
+| ``TRITON_INTERPRET`` | run Triton kernels in the CPU interpreter (read, not owned; ``--interpret`` sets it) | unset |
+| ``CUDA_VISIBLE_DEVICES`` | the GPUs a process sees (not owned; a per-GPU tuning worker pins itself with it) | unset |
+
+Two variables are also written here, for processes the package starts itself:
+``use_triton_interpreter`` and ``pin_cuda_devices``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,28 @@ def _get(name: str) -> str | None:
 def triton_interpret() -> bool:
     """True when Triton kernels run in the CPU interpreter (``TRITON_INTERPRET=1``)."""
     return _get("TRITON_INTERPRET") in ("1", "true", "True", "yes")
+
+
+def interpreter_variables() -> dict[str, str]:
+    """The variables that put a process's Triton kernels in the CPU interpreter (for processes started elsewhere,
+    e.g. Ray tasks)."""
+    return {"TRITON_INTERPRET": "1"}
+
+
+def use_triton_interpreter() -> None:
+    """Run this process's Triton kernels in the CPU interpreter.
+
+    Triton picks interpreter or compiler when a kernel is defined: call this before anything imports one.
+    """
+    os.environ.update(interpreter_variables())
+
+
+def pin_cuda_devices(visible: str) -> None:
+    """Let this process (and the processes it starts) see only the GPUs ``visible`` names (indices or UUIDs).
+
+    Call it before anything in the process touches CUDA.
+    """
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
 
 def default_config_root() -> Path:

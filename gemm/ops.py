@@ -7,18 +7,10 @@ treats it as one opaque node and CUDA-graph capture replays its kernel.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from gemm import dispatch
 from gemm.problem import GemmProblem, dtype_name, validate_inputs
-
-
-@functools.lru_cache(maxsize=4096)
-def _kernel_for(problem: GemmProblem, device_type: str, device_index: int | None):
-    backend, params = dispatch.choose(problem, device_type, device_index)
-    return backend.build(problem, params)
 
 
 @torch.library.custom_op("gemm::w8a8_block_fp8_matmul", mutates_args=())
@@ -26,7 +18,7 @@ def _block_fp8_matmul_op(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor
                          block_n: int, block_k: int, out_dtype: torch.dtype) -> torch.Tensor:
     m, k = a.shape
     problem = GemmProblem(m, b.shape[0], k, block_n, block_k, dtype_name(out_dtype))
-    fn = _kernel_for(problem, a.device.type, a.device.index)
+    fn = dispatch.kernel_for(problem, a.device.type, a.device.index)
     return fn(a, b, a_scale, b_scale)
 
 

@@ -35,12 +35,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_lib import cold_l2_copies, geomean, graph_time_us, make_input_sets  # noqa: E402
-
 from gemm.arch import detect_arch  # noqa: E402
+from gemm.bench.measure import cold_l2_copies, graph_time_us, make_input_sets  # noqa: E402
+from gemm.bench.tables import geomean  # noqa: E402
 from gemm.kernels.base import BackendError  # noqa: E402
 from gemm.kernels.cublas import CublasBackend, CublasParams  # noqa: E402
 from gemm.kernels.cutlass import jit, launcher  # noqa

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report_lib import geomean  # noqa: E402
-
-from gemm.arch import get_arch  # noqa: E402
-from gemm.problem import GemmProblem  # noqa: E402
-from gemm.tuner.results import Stage, Status, read_log  # noqa: E402
-from gemm.tuner.space import PRUNE_LEVELS, PruneSettings, point_space  # noqa: E402
+from gemm.arch import get_arch
+from gemm.bench.tables import geomean
+from gemm.problem import GemmProblem
+from gemm.tuner.results.log import read_log
+from gemm.tuner.results.measurement import Stage, Status
+from gemm.tuner.search.space import PRUNE_LEVELS, PruneSettings, point_space
 
 
 def measured_finals(rows) -> dict[tuple, dict[tuple[str, str], float]]:

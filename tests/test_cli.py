@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gemm.tuner.cli import main
-from gemm.tuner.results import read_log
+from gemm.cli import main
+from gemm.tuner.results.log import read_log
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -85,7 +85,7 @@ def test_interpret_sweep_writes_a_valid_config_the_op_uses(interpreted_sweep):
                           env=_env(TRITON_INTERPRET="1", GEMM_CONFIG_DIR=str(out)))
     assert used.returncode == 0, used.stderr
     report = json.loads(used.stdout.strip().splitlines()[-1])
-    from gemm.tuner.space import interpret_triton_space
+    from gemm.tuner.search.space import interpret_triton_space
 
     tried = [p.to_dict() for p in interpret_triton_space()]
     for m in ("1", "16"):

@@ -15,7 +15,7 @@ import pytest
 # Imported before any test sets TRITON_INTERPRET, so its kernels stay as this session built them
 # (the kernel run under the interpreter below happens in a subprocess).
 import gemm.kernels.triton_fp8  # noqa: F401
-from gemm import dispatch, ops
+from gemm import dispatch
 from gemm.arch import interpreter_arch
 from gemm.configs import ConfigEntry, ConfigFile, ConfigWarning, Provenance, config_path, write_config
 from gemm.kernels.triton_fp8 import TritonParams
@@ -162,8 +162,8 @@ def test_mismatched_file_warns_and_uses_the_heuristic(config_root):
 
 def test_clear_caches_forgets_configs_kernels_and_warnings(config_root):
     assert len(choose(16)[2]) == 1                     # no file yet
-    ops._kernel_for(GemmProblem(16, N, K), "cpu", None)
-    assert ops._kernel_for.cache_info().currsize == 1
+    dispatch.kernel_for(GemmProblem(16, N, K), "cpu", None)
+    assert dispatch.kernel_for.cache_info().currsize == 1
     path = write(config_root, {16: ConfigEntry("triton", triton_params(32, 128), 1.0)})
     assert choose(16)[1] == TritonParams.from_dict(triton_params(32, 128))  # a write refreshes the lookup
     raw = json.loads(path.read_text())
@@ -171,7 +171,7 @@ def test_clear_caches_forgets_configs_kernels_and_warnings(config_root):
     path.write_text(json.dumps(raw))                   # edited behind the cache's back
     assert choose(16)[1].block_n == 128
     dispatch.clear_caches()
-    assert ops._kernel_for.cache_info().currsize == 0
+    assert dispatch.kernel_for.cache_info().currsize == 0
     assert choose(16)[1].block_n == 64
     path.unlink()
     dispatch.clear_caches()

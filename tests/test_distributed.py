@@ -18,17 +18,20 @@ import pytest
 
 from gemm.arch import get_arch, interpreter_arch
 from gemm.kernels.base import KernelParams
-from gemm.tuner.distributed import DeviceRun, DistributedError, Event, Scheduler, Slot
-from gemm.tuner.gpu_workers import parse_gpu_list
+from gemm.tuner.distributed.local import parse_gpu_list
+from gemm.tuner.distributed.scheduler import DeviceRun, DistributedError, Event, Scheduler, Slot
+from gemm.tuner.distributed.unit import UnitTask, run_unit
 from gemm.tuner.presets import LayerShape
-from gemm.tuner.results import Fingerprint, ResultsLog, canonical_params, read_log
-from gemm.tuner.runner import Timeouts
-from gemm.tuner.select import select
-from gemm.tuner.space import PruneSettings
-from gemm.tuner.sweep import Progress, Sweep, SweepPlan, SweepSettings, TimeLimitReached
+from gemm.tuner.results.log import Fingerprint, ResultsLog, read_log
+from gemm.tuner.results.measurement import canonical_params
+from gemm.tuner.results.select import select
+from gemm.tuner.search.plan import SweepPlan, SweepSettings
+from gemm.tuner.search.pool_size import evaluation_workers, worker_threads
+from gemm.tuner.search.runner import Timeouts
+from gemm.tuner.search.space import PruneSettings
+from gemm.tuner.search.sweep import Progress, Sweep, TimeLimitReached
+from gemm.tuner.search.worker import WorkerSettings
 from gemm.tuner.timing import Timing
-from gemm.tuner.unit_runner import UnitTask, evaluation_workers, run_unit, worker_threads
-from gemm.tuner.worker import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -147,7 +150,7 @@ def _make_task(run, unit, time_left_s):
 
 
 def _plain_rows(tmp_path, settings):
-    from gemm.tuner.runner import InProcessRunner
+    from gemm.tuner.search.runner import InProcessRunner
 
     run = _device_run(tmp_path, settings, "plain.jsonl")
     with run.log:
@@ -240,23 +243,21 @@ def test_each_gpu_model_runs_every_unit_into_its_own_log(tmp_path):
 
 
 def test_cluster_backends_per_gpu_model(capsys):
-    from argparse import Namespace
-
-    from gemm.tuner.distributed_cmd import _ray_gpu_devices
-    from gemm.tuner.ray_backend import NodeReport
-    from gemm.tuner.tune_cmd import UsageError
+    from gemm.tuner.distributed.placement import cluster_devices
+    from gemm.tuner.distributed.ray_cluster import NodeReport
+    from gemm.tuner.settings import SetupError
 
     h100, h200 = get_arch("H100"), get_arch("H200")
     reports = {h100.config_device_name: NodeReport(h100, {"triton": None, "cutlass": None, "cublas": None}),
                h200.config_device_name: NodeReport(h200, {"triton": None, "cutlass": "no nvcc", "cublas": None})}
-    devices = _ray_gpu_devices(Namespace(backends=None, timer=None), reports)
+    devices = cluster_devices(reports, backends=None, timer=None)
     assert devices[h100.config_device_name].backends == ("triton", "cutlass", "cublas")
     assert devices[h200.config_device_name].backends == ("triton", "cublas")
     assert devices[h200.config_device_name].target.arch == h200
     assert devices[h200.config_device_name].target.device == "cuda"
     assert "skipping backend 'cutlass' on NVIDIA_H200: no nvcc" in capsys.readouterr().err
-    with pytest.raises(UsageError, match="'cutlass' cannot run on the cluster's NVIDIA_H200: no nvcc"):
-        _ray_gpu_devices(Namespace(backends="triton,cutlass", timer=None), reports)
+    with pytest.raises(SetupError, match="'cutlass' cannot run on the cluster's NVIDIA_H200: no nvcc"):
+        cluster_devices(reports, backends=("triton", "cutlass"), timer=None)
 
 
 def test_time_limit_stops_before_work(tmp_path):
@@ -346,7 +347,7 @@ def _slow_sweep(*extra) -> list[str]:
 @pytest.fixture(scope="module")
 def slow_reference(tmp_path_factory):
     """Rows of the slow sweep run plainly (one process), to compare distributed runs with."""
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     out = tmp_path_factory.mktemp("clean")
     with pytest.MonkeyPatch.context() as patch:
@@ -442,7 +443,7 @@ def test_a_killed_driver_resumes_with_more_gpus(tmp_path, slow_reference):
 
 
 def test_gpus_usage_errors(tmp_path, capsys, monkeypatch):
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # `--interpret` sets it; undo that after the test
     base = ["tune", "--interpret", "--out", str(tmp_path)]
@@ -459,7 +460,7 @@ def test_gpus_usage_errors(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message given without a GPU")
 def test_gpus_without_a_gpu_says_so(capsys):
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     assert main(["tune", "--gpus", "all"]) == 2
     assert "no CUDA GPU is visible" in capsys.readouterr().err

@@ -12,12 +12,11 @@ import pytest
 from gemm.arch import get_arch
 from gemm.configs import export_config, load_config_file, validate_config_file
 from gemm.problem import GemmProblem
-from gemm.tuner.model import (
-    COEFFICIENT_TYPES, FittedModel, TritonCoefficients, default_model, load_model, predict_us, predict_with,
-    prior_model, smooth_max,
-)
-from gemm.tuner.model_fit import cross_validate, fit_model, load_observations, quality_of, spearman, summarize
-from gemm.tuner.results import Fingerprint, Measurement, ResultsLog
+from gemm.tuner.model.fit import cross_validate, fit_model, load_observations, quality_of, spearman, summarize
+from gemm.tuner.model.fitted import FittedModel, default_model, load_model, predict_us, predict_with, prior_model
+from gemm.tuner.model.roofline import COEFFICIENT_TYPES, TritonCoefficients, smooth_max
+from gemm.tuner.results.log import Fingerprint, ResultsLog
+from gemm.tuner.results.measurement import Measurement
 
 H100, H20 = get_arch("H100"), get_arch("H20")
 SHAPES = [(576, 7168), (2112, 7168), (7168, 2048), (4096, 512)]
@@ -173,7 +172,7 @@ def test_spearman():
 
 
 def test_gemm_fit_writes_a_loadable_file(tmp_path, capsys):
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     log = tmp_path / "h100.jsonl"
     _write_log(log, _truth(), noise=0.01, seed=7)
@@ -194,7 +193,7 @@ def test_gemm_fit_writes_a_loadable_file(tmp_path, capsys):
 
 
 def test_gemm_predict_writes_valid_predicted_configs(tmp_path, capsys):
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     code = main(["predict", "--arch", "H20", "--shape", "2112,7168", "--shape", "7168,2304",
                  "--m", "1,64,4096", "--out", str(tmp_path)])
@@ -221,7 +220,7 @@ def test_gemm_predict_writes_valid_predicted_configs(tmp_path, capsys):
 
 
 def test_gemm_predict_rejects_bad_arguments(tmp_path, capsys):
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     assert main(["predict", "--arch", "H20", "--shape", "2112,7168", "--model", str(tmp_path / "none.json"),
                  "--out", str(tmp_path)]) == 2
@@ -241,7 +240,7 @@ def test_gemm_predict_rejects_bad_arguments(tmp_path, capsys):
 
 def test_predictions_never_replace_measured_entries(tmp_path):
     from gemm.configs import ConfigEntry, ConfigFile, Provenance, write_config
-    from gemm.tuner.cli import main
+    from gemm.cli import main
 
     measured = {"block_m": 16, "block_n": 64, "block_k": 128, "group_m": 8, "num_warps": 4, "num_stages": 3,
                 "split_k": 1, "use_tma": False, "persistent": False, "k_unroll": 1}
@@ -255,22 +254,19 @@ def test_predictions_never_replace_measured_entries(tmp_path):
 
 
 def test_prune_levels_set_the_budget_and_the_savings_line():
-    from argparse import Namespace
+    from gemm.cli import build_parser
+    from gemm.cli.tune import settings_from_args
+    from gemm.tuner.outputs import pruning_savings
+    from gemm.tuner.search.space import PRUNE_LEVELS
 
-    from gemm.tuner.presets import LayerShape
-    from gemm.tuner.space import PRUNE_LEVELS
-    from gemm.tuner.tune_cmd import pruning_savings, sweep_settings
+    def settings(*options):
+        args = build_parser().parse_args(["tune", "--interpret", "--shape", "256,256", "--m", "1", *options])
+        return settings_from_args(args).sweep_settings("t", ("triton",))
 
-    def settings(**over):
-        values = dict(exhaustive=False, budget=None, prune="normal", out_dtype="bfloat16", keep=4,
-                      screen_margin=0.25, interpret=True)
-        values.update(over)
-        return sweep_settings(Namespace(**values), "t", [LayerShape("x", 256, 256)], (1,), ("triton",))
-
-    assert settings(prune="aggressive").prune.budget == PRUNE_LEVELS["aggressive"] == 12
-    assert settings(prune="none").prune.budget is None
-    assert settings(prune="aggressive", budget=5).prune.budget == 5
-    assert settings(exhaustive=True).prune.budget is None and settings(exhaustive=True).keep is None
+    assert settings("--prune", "aggressive").prune.budget == PRUNE_LEVELS["aggressive"] == 12
+    assert settings("--prune", "none").prune.budget is None
+    assert settings("--prune", "aggressive", "--budget", "5").prune.budget == 5
+    assert settings("--exhaustive").prune.budget is None and settings("--exhaustive").keep is None
     rows = [Measurement("triton", {"block_m": b}, 256, 256, 1, "screen", "OK", us=1.0) for b in (16, 32)]
     rows.append(Measurement("triton", {"block_m": 64}, 256, 256, 1, "space", "INVALID"))
     line = pruning_savings({"kept": 2, "pruned": 6}, rows, wall_s=60.0, resumed_rows=0)

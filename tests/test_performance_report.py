@@ -1,5 +1,5 @@
-"""CPU tests of the performance report (scripts/performance_report.py, scripts/report_lib.py) and of the
-summary of scripts/bench_peers.py, on a small synthetic bench_rows.csv whose expected numbers are worked
+"""CPU tests of the performance report (``gemm bench --report``, gemm.bench.report and gemm.bench.tables) and
+of the summary of scripts/bench_peers.py, on a small synthetic bench_rows.csv whose expected numbers are worked
 out by hand here."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gemm.cli import main
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -25,7 +27,9 @@ def _load(name: str):
     return module
 
 
-report = _load("performance_report")
+def report(*args: str) -> int:
+    """``gemm bench --report ARGS...``."""
+    return main(["bench", "--report", *map(str, args)])
 
 A, B = (256, 512), (512, 1024)
 FLOORS = {(A, 16): 1.0, (A, 256): 2.0, (A, 2048): 4.0, (B, 16): 2.0, (B, 256): 4.0, (B, 2048): 8.0}
@@ -57,7 +61,7 @@ def _row(point, peer, us, status="OK", config=""):
 
 
 def synthetic_rows(tuned: bool = False) -> pd.DataFrame:
-    """Rows as bench_peers.py writes them; cuBLAS blockwise at A, M=256 is WRONG_RESULT (with a tempting time)."""
+    """Rows as gemm bench writes them; cuBLAS blockwise at A, M=256 is WRONG_RESULT (with a tempting time)."""
     rows = []
     for point, peers in TIMES.items():
         for peer, times in peers.items():
@@ -83,7 +87,7 @@ def write_run(directory: Path, tuned: bool = False, info: dict | None = None) ->
 
 def generate(tmp_path: Path, *runs: str, plots: bool = False) -> str:
     out = tmp_path / "out"
-    assert report.main([*runs, "--out", str(out)] + ([] if plots else ["--no-plots"])) == 0
+    assert report(*runs, "--out", out, *([] if plots else ["--no-plots"])) == 0
     return (out / "performance.md").read_text()
 
 
@@ -169,6 +173,33 @@ def test_tuned_op_is_ours_when_present(tmp_path):
                           ("512", "1024"): ["triton", "cutlass", "triton"]}
 
 
+def test_best_backend_column_is_not_a_copy_of_the_only_backend_timed(tmp_path):
+    # A run like `--tuned --no-sweep` times one of our backends (the Triton heuristic): the best of our
+    # backends per point is then that backend, and a row or column of its own would only repeat it.
+    only = ("triton_sweep", "cutlass_sweep")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = synthetic_rows(tuned=True)
+    rows[~rows.peer.isin(only)].to_csv(run / "bench_rows.csv", index=False)
+    md = generate(tmp_path, f"H200={run}", f"H100={write_run(tmp_path / 'all')}")
+    for heading in ("H200: speed-up of ours over each peer", "Geomean per M range"):
+        peers = table_after(md[md.index("## H200"):], heading)
+        assert "Triton, heuristic config" in peers
+        assert "best of our backends per point" not in peers
+    heuristic = {point: peers["triton_heuristic"] for point, peers in TIMES.items()}
+    speed = table_after(md[md.index("## H200"):], "speed-up of ours over each peer")
+    assert_cells(speed["Triton, heuristic config"][3:4],
+                 [gm(*(heuristic[point] / TUNED[point][0] for point in TIMES))])
+    summary = md[md.index("## Summary"):md.index("## H200")]
+    header = next(line for line in summary.splitlines() if line.startswith("| device"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert len(cells) == len(set(cells))
+    # H100's best backend is its reference ("ours"), H200's only backend the heuristic: no such column.
+    assert "best of our backends per point" not in cells
+    h200 = table_after(summary, "## Summary")["H200"]
+    assert h200[cells.index("Triton, heuristic config") - 1] != "—"
+
+
 # ----------------------------------------------------------------------------- floor, winners, header
 
 
@@ -197,7 +228,7 @@ def test_header_shows_ceilings_versions_date_and_command(tmp_path):
                 torch="2.9.0", triton="3.5.0", command="python scripts/bench_peers.py --tuned")
     run = write_run(tmp_path / "run", info=info)
     md = generate(tmp_path, f"H200={run}")
-    assert f"python scripts/performance_report.py H200={run} --out {tmp_path / 'out'} --no-plots" in md
+    assert f"gemm bench --report H200={run} --out {tmp_path / 'out'} --no-plots" in md
     assert re.search(r"Generated \d{4}-\d{2}-\d{2}", md)
     assert "Device: **NVIDIA H200**; torch 2.9.0, triton 3.5.0." in md
     assert "FP8 per-tensor cuBLAS 1234 TFLOPS; bf16 torch.matmul 700 TFLOPS; copy bandwidth 4.12 TB/s" in md
@@ -214,10 +245,11 @@ def test_notes_of_a_run_appear_under_its_device(tmp_path):
     assert "In this run N=32768 K=512 had no tuned config." in section.split("### ")[0]
 
 
-def test_ceilings_json_written_by_bench_lib_is_read_back(tmp_path):
-    bench_lib = _load("bench_lib")
-    info = bench_lib.run_info("NVIDIA H100 80GB HBM3", bench_lib.Ceilings(1451.2, 794.0, 3.01, 4096),
-                              ["python", "scripts/bench_peers.py", "--tuned"])
+def test_ceilings_json_written_by_the_bench_is_read_back(tmp_path):
+    from gemm.bench.measure import Ceilings, run_info
+
+    info = run_info("NVIDIA H100 80GB HBM3", Ceilings(1451.2, 794.0, 3.01, 4096),
+                    ["python", "scripts/bench_peers.py", "--tuned"])
     md = generate(tmp_path, f"H100={write_run(tmp_path / 'run', info=json.loads(json.dumps(info)))}")
     assert "Device: **NVIDIA H100 80GB HBM3**" in md
     assert "FP8 per-tensor cuBLAS 1451 TFLOPS; bf16 torch.matmul 794 TFLOPS; copy bandwidth 3.01 TB/s" in md
@@ -254,9 +286,7 @@ def test_plots_are_written_and_linked(tmp_path):
 ])
 def test_bad_arguments_exit_2_naming_the_argument(tmp_path, capsys, make_arg, expected):
     arg = make_arg(tmp_path)
-    with pytest.raises(SystemExit) as exc:
-        report.main([arg, "--out", str(tmp_path / "out"), "--no-plots"])
-    assert exc.value.code == 2
+    assert report(arg, "--out", tmp_path / "out", "--no-plots") == 2
     err = capsys.readouterr().err
     assert repr(arg) in err and expected in err
     assert not (tmp_path / "out").exists()
@@ -264,17 +294,13 @@ def test_bad_arguments_exit_2_naming_the_argument(tmp_path, capsys, make_arg, ex
 
 def test_csv_without_required_columns_exits_2(tmp_path, capsys):
     (tmp_path / "bench_rows.csv").write_text("M,N,K,peer\n1,2,3,x\n")
-    with pytest.raises(SystemExit) as exc:
-        report.main([f"H100={tmp_path}", "--no-plots", "--out", str(tmp_path / "out")])
-    assert exc.value.code == 2
+    assert report(f"H100={tmp_path}", "--no-plots", "--out", tmp_path / "out") == 2
     assert "lacks the column(s) config, status" in capsys.readouterr().err
 
 
 def test_duplicate_device_labels_exit_2(tmp_path, capsys):
     run = write_run(tmp_path / "run")
-    with pytest.raises(SystemExit) as exc:
-        report.main([f"H100={run}", f"H100={run}", "--no-plots", "--out", str(tmp_path / "out")])
-    assert exc.value.code == 2
+    assert report(f"H100={run}", f"H100={run}", "--no-plots", "--out", tmp_path / "out") == 2
     assert "device labels must differ" in capsys.readouterr().err
 
 

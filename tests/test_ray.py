@@ -15,9 +15,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from gemm.tuner.cli import main  # noqa: E402
-from gemm.tuner.results import read_log  # noqa: E402
-from gemm.tuner.select import select  # noqa: E402
+from gemm.cli import main  # noqa: E402
+from gemm.tuner.results.log import read_log  # noqa: E402
+from gemm.tuner.results.select import select  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

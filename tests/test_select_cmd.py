@@ -9,7 +9,8 @@ from pathlib import Path
 from gemm.cli import main
 from gemm.configs import load_config_file
 from gemm.kernels.triton_fp8 import TritonParams
-from gemm.tuner.results import Fingerprint, Measurement, ResultsLog
+from gemm.tuner.results.log import Fingerprint, ResultsLog
+from gemm.tuner.results.measurement import Measurement
 
 FAST = dataclasses.asdict(TritonParams(block_m=16, block_n=64))
 SLOW = dataclasses.asdict(TritonParams(block_m=64, block_n=128))

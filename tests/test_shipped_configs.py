@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from gemm.configs import load_config_file, validate_config_file
-from gemm.tuner.space import is_plain_triton
+from gemm.configs.engines import is_plain_triton
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "tuned_configs").glob("*/N=*.json"))
 

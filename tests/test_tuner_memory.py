@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemm.tuner import memory
 from gemm.tuner.presets import LayerShape
+from gemm.tuner.search import pool_size as memory
 
 
 def test_a_worker_needs_more_for_larger_problems():

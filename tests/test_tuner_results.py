@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from gemm.tuner.results import (
-    Fingerprint, LogFormatError, LogMismatchError, Measurement, ResultsLog, Stage, Status, read_log, short_params,
-    to_dataframe,
-)
+from gemm.tuner.results.log import Fingerprint, LogFormatError, LogMismatchError, ResultsLog, read_log
+from gemm.tuner.results.measurement import Measurement, Stage, Status, short_params
+from gemm.tuner.results.tables import to_dataframe
 
 
 def _fingerprint(**changes) -> Fingerprint:

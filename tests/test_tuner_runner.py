@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from gemm.problem import GemmProblem
-from gemm.tuner.results import Stage, Status, canonical_params
-from gemm.tuner.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool, WorkerStartError
-from gemm.tuner.worker import Evaluator, Item, WorkerSettings, check_output, classify
+from gemm.tuner.results.measurement import Stage, Status, canonical_params
+from gemm.tuner.search.runner import CandidateError, InProcessRunner, Timeouts, WorkerPool, WorkerStartError
+from gemm.tuner.search.worker import Evaluator, Item, WorkerSettings, check_output, classify
 
 FAKE_TIMER = "fake_backends:FakeTimer"
 PROBLEM = GemmProblem(4, 128, 256)
@@ -105,7 +105,7 @@ def test_timing_stage_checks_the_timed_output():
 
 
 def test_running_out_of_memory_is_retried_before_it_counts_against_the_candidate(monkeypatch):
-    from gemm.tuner import worker
+    from gemm.tuner.search import worker
 
     monkeypatch.setattr(worker, "OOM_PAUSE_S", 0.0)
     released = []
@@ -187,7 +187,7 @@ def test_a_worker_that_cannot_start_stops_the_pool_instead_of_failing_every_cand
 
 def test_local_errors_over_row_blocks_match_the_whole_matrix(monkeypatch):
     import gemm.reference as reference
-    from gemm.tuner.worker import _local_errors
+    from gemm.tuner.search.worker import _local_errors
 
     ref = torch.randn(33, 21)
     out = ref + 1e-3 * torch.randn(33, 21)

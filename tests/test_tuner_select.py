@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemm.tuner.results import Measurement, Stage, Status
-from gemm.tuner.select import distinct_configs, select
+from gemm.tuner.results.measurement import Measurement, Stage, Status
+from gemm.tuner.results.select import distinct_configs, select
 
 
 def _triton(name: str, **features) -> dict:

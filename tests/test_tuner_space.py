@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from gemm.arch import get_arch, interpreter_arch
+from gemm.configs.engines import is_plain_triton
 from gemm.problem import GemmProblem
-from gemm.tuner.model import predict_triton_us, predict_us
-from gemm.tuner.space import (
-    Candidate, PruneSettings, is_plain_triton, point_space, resolve_backend, space_hash,
-)
+from gemm.tuner.model.fitted import predict_triton_us, predict_us
+from gemm.tuner.search.space import Candidate, PruneSettings, point_space, resolve_backend, space_hash
 
 H100 = get_arch("H100")
 

@@ -8,12 +8,14 @@ import pytest
 
 from gemm.arch import interpreter_arch
 from gemm.tuner.presets import LayerShape
-from gemm.tuner.results import Fingerprint, ResultsLog, Stage, Status, read_log
-from gemm.tuner.runner import InProcessRunner
-from gemm.tuner.select import select
-from gemm.tuner.space import PruneSettings
-from gemm.tuner.sweep import Sweep, SweepPlan, SweepSettings, TimeLimitReached
-from gemm.tuner.worker import WorkerSettings
+from gemm.tuner.results.log import Fingerprint, ResultsLog, read_log
+from gemm.tuner.results.measurement import Stage, Status
+from gemm.tuner.results.select import select
+from gemm.tuner.search.plan import SweepPlan, SweepSettings
+from gemm.tuner.search.runner import InProcessRunner
+from gemm.tuner.search.space import PruneSettings
+from gemm.tuner.search.sweep import Sweep, TimeLimitReached
+from gemm.tuner.search.worker import WorkerSettings
 
 GOOD = "fake_backends:GoodBackend"
 MIXED = "fake_backends:SafeMixedBackend"

@@ -80,6 +80,14 @@ def engine_features_used(params: dict) -> list[str]:
     return [f"{name}={params[name]}" for name, plain in _plain_values().items() if params.get(name, plain) != plain]
 
 
+def is_plain_triton(backend: str, params: dict) -> bool:
+    """A Triton config the engines' kernel can run as is: every feature it lacks (split-K, TMA,
+    persistent schedule, K unrolling, ...) at its "not used" value, as the exporters judge it."""
+    if backend != "triton":
+        return False
+    return not engine_features_used(_triton_params_type().from_dict(dict(params)).to_dict())
+
+
 def triton_to_engine(params: dict) -> dict:
     """Engine keys of complete Triton params (features the engine lacks are ignored by the caller's choice)."""
     return {engine: int(params[ours]) for ours, engine in _TO_ENGINE.items()}

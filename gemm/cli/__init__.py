@@ -1,0 +1,68 @@
+"""The ``gemm`` command line.
+
+::
+
+    gemm tune [--preset deepseek-v3-tp8 | --shape N,K ...] [--m 1,16,...] [--m-extra 8192]
+              [--backends triton,cutlass,cublas] [--out DIR] [--resume] [--interpret]
+              [--gpus all|N|0,1,3 | --ray [ADDRESS]]
+    gemm show PATH...                      table of tuned entries
+    gemm export --format vllm|sglang SRC... --out DST
+    gemm import SRC... --out DST [--arch H100]
+    gemm validate PATH...                  exit 1 if any file is invalid
+    gemm build [--configs DIR | --config FILE]   compile the CUTLASS kernels configs name
+    gemm plot LOG... --out DIR             TFLOPS vs M, and which backend wins where
+    gemm compare PRUNED_LOG EXHAUSTIVE_LOG how close pruned picks come to exhaustive bests
+    gemm predict --arch H20 [--preset NAME... | --shape N,K ...] [--out DIR]
+                                           configs for a GPU from its spec and the cost model
+    gemm fit LOG... [--cross-validate] [--check LOG...] [--out PATH]
+                                           fit the cost model's coefficients to results logs
+    gemm presets                           the preset shape lists with their layer names
+    gemm bench [--preset NAME... | --shape N,K ...] [--m LIST] [--out DIR]
+                                           the tuned op against cuBLAS, the classic config and bf16
+    gemm bench --report DEVICE=DIR... [--out DIR]
+                                           the performance report of earlier bench runs (no GPU)
+
+Exit codes: 0 success, 1 failure (invalid file, unexpected error), 2 usage
+error or nothing to run on (e.g. ``gemm tune`` or ``gemm bench`` without a
+GPU), 3 ``tune`` or ``bench`` stopped at ``--time-limit`` (``tune``: continue
+with ``--resume``), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``gemm`` command; each sets ``handler``, the function that runs it.
+
+    Each command family is one module of this package: it parses its options into the library's
+    settings, calls the library and prints. Nothing outside this package imports it.
+    """
+    from gemm.cli import bench, configs, model, results, tune
+
+    parser = argparse.ArgumentParser(prog="gemm", description="Block-scaled FP8 GEMM toolkit",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tune.add_parsers(sub)
+    configs.add_parsers(sub)
+    results.add_parsers(sub)
+    model.add_parsers(sub)
+    tune.add_presets_parser(sub)
+    bench.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``gemm`` command; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "interpret", False):
+        from gemm import envs
+
+        envs.use_triton_interpreter()  # before anything imports a Triton kernel
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

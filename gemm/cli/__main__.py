@@ -1,0 +1,7 @@
+"""``python -m gemm.cli``: the ``gemm`` command."""
+
+import sys
+
+from gemm.cli import main
+
+sys.exit(main())

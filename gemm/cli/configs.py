@@ -1,0 +1,187 @@
+"""``gemm show | export | import | validate | build``: working with tuned-config files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from gemm.cli.common import say as _say
+
+
+def add_parsers(sub) -> None:
+    """Register ``show``, ``export``, ``import``, ``validate`` and ``build``."""
+    p = sub.add_parser("show", help="table of tuned config files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="config files or directories")
+    p.set_defaults(handler=run_show)
+
+    p = sub.add_parser("export", help="write vLLM or SGLang Triton config files")
+    p.add_argument("--format", required=True, choices=("vllm", "sglang"))
+    p.add_argument("src", nargs="+", metavar="SRC", help="native config files or directories")
+    p.add_argument("--out", required=True, metavar="DST", help="directory for the exported files")
+    p.set_defaults(handler=run_export)
+
+    p = sub.add_parser("import", help="convert vLLM or SGLang config files to native ones")
+    p.add_argument("src", nargs="+", metavar="SRC", help="engine config files or directories")
+    p.add_argument("--out", required=True, metavar="DST", help="config root to write <device_name>/ files under")
+    p.add_argument("--arch", help="GPU short name (e.g. H100) when the device name is not a known one")
+    p.set_defaults(handler=run_import)
+
+    p = sub.add_parser("validate", help="check config files; exit 1 if any is invalid")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="config files or directories")
+    p.add_argument("--quiet", action="store_true", help="list only invalid files")
+    p.set_defaults(handler=run_validate)
+
+    p = sub.add_parser("build", help="compile the CUTLASS kernels that config files name")
+    p.add_argument("--configs", action="append", metavar="DIR", help="config directory (default: GEMM_CONFIG_DIR)")
+    p.add_argument("--config", action="append", metavar="FILE", help="one config file (repeatable)")
+    p.add_argument("--jobs", type=int, help="parallel nvcc processes (default GEMM_BUILD_JOBS)")
+    p.set_defaults(handler=run_build)
+
+
+def config_files(paths, pattern: str = "*.json") -> tuple[list[Path], list[str]]:
+    """Files named by ``paths`` (directories searched recursively), and messages for paths that do not exist."""
+    files, missing = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob(pattern) if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+        else:
+            missing.append(f"{path}: no such file or directory")
+    return files, missing
+
+
+def _warning_lines(caught) -> list[str]:
+    return [f"  warning: {w.message}" for w in caught]
+
+
+def run_show(args) -> int:
+    """Table of the tuned entries in config files or directories."""
+    import pandas as pd
+
+    from gemm.configs import ConfigError, load_config_file
+    from gemm.tuner.results.tables import config_entries_table
+
+    files, missing = config_files(args.paths)
+    for message in missing:
+        _say(f"gemm show: {message}")
+    configs, failed = [], bool(missing)
+    for path in files:
+        try:
+            configs.append(load_config_file(path))
+        except ConfigError as exc:
+            _say(f"gemm show: {exc}")
+            failed = True
+    frame = config_entries_table(configs)
+    if frame.empty:
+        _say("gemm show: no tuned entries found")
+        return EXIT_ERROR if failed or not files else EXIT_OK
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+        print(frame.to_string(index=False))
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _convert_each(command: str, sources, convert) -> int:
+    """``convert(path)`` for every config file under ``sources``, printing ``SRC -> DST`` and the warnings
+    of each; exit 2 when there is no file, 1 when one could not be converted (or a source is missing)."""
+    from gemm.configs import ConfigError
+
+    files, missing = config_files(sources)
+    for message in missing:
+        _say(f"gemm {command}: {message}")
+    if not files:
+        _say(f"gemm {command}: no config files to {command}")
+        return EXIT_USAGE
+    failed = bool(missing)
+    for path in files:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                written = convert(path)
+            except (ConfigError, ValueError) as exc:
+                _say(f"gemm {command}: {path}: {exc}")
+                failed = True
+                continue
+        print(f"{path} -> {written}")
+        for line in _warning_lines(caught):
+            print(line)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def run_export(args) -> int:
+    """Native config files -> vLLM / SGLang Triton config files under ``--out``."""
+    from gemm.configs import export_config
+
+    return _convert_each("export", args.src, lambda path: export_config(path, args.format, Path(args.out)))
+
+
+def run_import(args) -> int:
+    """vLLM / SGLang Triton config files -> native files under ``--out/<device_name>/``."""
+    from gemm.configs import import_config
+
+    return _convert_each("import", args.src, lambda path: import_config(path, Path(args.out), args.arch))
+
+
+def run_validate(args) -> int:
+    """Check config files (native, vLLM or SGLang); exit 1 when any is invalid or a path is missing."""
+    from gemm.configs import validate_config_file
+
+    files, missing = config_files(args.paths)
+    for message in missing:
+        print(f"INVALID {message}")
+    if not files and not missing:
+        print("INVALID no config files (*.json) found under " + ", ".join(map(str, args.paths)))
+        return EXIT_ERROR
+    invalid = len(missing)
+    for path in files:
+        problems = validate_config_file(path)
+        if problems:
+            invalid += 1
+            print(f"INVALID {path}")
+            for problem in problems:
+                print(f"  - {problem}")
+        elif not args.quiet:
+            print(f"ok      {path}")
+    total = len(files) + len(missing)
+    print(f"{total - invalid} of {total} config files valid")
+    return EXIT_ERROR if invalid else EXIT_OK
+
+
+def run_build(args) -> int:
+    """Compile every CUTLASS kernel that config files name, ahead of time (needs nvcc, not a GPU)."""
+    try:
+        from gemm.kernels.cutlass import aot
+    except ImportError as exc:
+        _say(f"gemm build: the CUTLASS backend cannot be loaded here ({exc}); nothing to build")
+        return EXIT_USAGE
+    from gemm import envs
+    from gemm.kernels.base import BackendUnavailable, CompileError
+
+    paths = list(args.config or []) + list(args.configs or [])
+    if not paths:
+        paths = [str(envs.config_root())]
+    try:
+        if hasattr(aot, "kernel_configs_in_config_files"):  # keeps each file's output dtype
+            wanted = aot.kernel_configs_in_config_files(paths)
+        else:
+            wanted = aot.params_in_config_files(paths)
+    except (FileNotFoundError, ValueError) as exc:
+        _say(f"gemm build: {exc}")
+        return EXIT_USAGE
+    if not wanted:
+        print("no CUTLASS entries in " + ", ".join(paths) + "; nothing to build")
+        return EXIT_OK
+    print(f"building {len(wanted)} CUTLASS kernels")
+    try:
+        built = aot.build_kernels(wanted, jobs=args.jobs)
+    except BackendUnavailable as exc:
+        _say(f"gemm build: {exc}")
+        return EXIT_USAGE
+    except CompileError as exc:
+        _say(f"gemm build: {exc}")
+        return EXIT_ERROR
+    for path in built:
+        print(path)
+    return EXIT_OK

@@ -1,0 +1,130 @@
+"""``gemm select | compare | plot``: working with results logs.
+
+``gemm select LOG... --out DIR`` writes config files re-derived from results
+logs, with the logs' provenance: anyone can audit a shipped config this way,
+the selection that ``gemm tune`` made at the end of its sweep made again from
+the log it shipped with (or from several logs of one device, e.g. a sweep and
+a later one that re-tuned some shapes: for an (N, K, M) timed in a later log,
+that log's rows replace the earlier ones).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say
+from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
+
+
+def add_parsers(sub) -> None:
+    """Register ``plot``, ``compare`` and ``select``."""
+    p = sub.add_parser("plot", help="PNG charts from results logs")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl) written by gemm tune")
+    p.add_argument("--out", default="plots", metavar="DIR", help="directory for the PNG files (default plots/)")
+    p.set_defaults(handler=run_plot)
+
+    p = sub.add_parser("compare", help="pruned search's picks vs an exhaustive search's best")
+    p.add_argument("pruned", metavar="PRUNED_LOG")
+    p.add_argument("exhaustive", metavar="EXHAUSTIVE_LOG")
+    p.add_argument("--tie", type=float, default=0.02, metavar="F")
+    p.add_argument("--target", type=float, default=0.97, metavar="F",
+                   help="exit 1 if any point's ratio is below this (default 0.97)")
+    p.set_defaults(handler=run_compare)
+
+    p = sub.add_parser("select", help="write config files from results logs (re-derive or audit shipped configs)")
+    p.add_argument("logs", nargs="+", metavar="LOG",
+                   help="results logs (.jsonl or .jsonl.gz) of one device; a later log's timed points replace")
+    p.add_argument("--out", required=True, metavar="DIR", help="config root: files go to DIR/<device_name>/")
+    p.add_argument("--tie", type=float, default=DEFAULT_TIE_FRACTION, metavar="F",
+                   help="times within this fraction are ties, resolved towards fewer distinct configs")
+    p.set_defaults(handler=run_select)
+
+
+def run_select(args) -> int:
+    """``gemm select``: exit 0 when every shape's file was written, 1 otherwise, 2 for unusable logs."""
+    from gemm.configs import ConfigError
+    from gemm.tuner.results.config_files import logged_provenance, write_choices
+    from gemm.tuner.results.log import LogFormatError, LogMismatchError, merge_logs
+    from gemm.tuner.results.select import select
+
+    if args.tie < 0:
+        say(f"gemm select: --tie must be >= 0, got {args.tie}")
+        return EXIT_USAGE
+    try:
+        header, rows = merge_logs(args.logs)
+    except (LogFormatError, LogMismatchError) as exc:
+        say(f"gemm select: {exc}")
+        return EXIT_USAGE
+    choices = select(rows, args.tie)
+    provenance = logged_provenance(header)
+    failed = False
+    for (n, k), per_m in sorted(choices.items()):
+        try:
+            path = write_choices(Path(args.out), header.device_name, header.arch, n, k, per_m, header.out_dtype,
+                                 header.block_shape, provenance)
+        except ConfigError as exc:
+            say(f"gemm select: N={n} K={k}: {exc}")
+            failed = True
+            continue
+        if path is None:
+            say(f"gemm select: N={n} K={k}: no entry from a registered backend")
+        else:
+            print(f"N={n} K={k}: {len(per_m)} M values -> {path}")
+    if not choices:
+        say("gemm select: no timed candidate in the logs")
+        return EXIT_ERROR
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def run_compare(args) -> int:
+    """``gemm compare``: exit 0 when every point reaches ``--target``, 1 otherwise, 2 for unreadable logs."""
+    import pandas as pd
+
+    from gemm.tuner.results.compare import agreement, compare_logs
+    from gemm.tuner.results.log import LogFormatError, read_log
+
+    try:
+        _, pruned = read_log(args.pruned)
+        _, exhaustive = read_log(args.exhaustive)
+    except (OSError, LogFormatError) as exc:
+        print(f"gemm compare: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    frame = compare_logs(pruned, exhaustive, args.tie)
+    if frame.empty:
+        print("gemm compare: the logs share no point with carefully timed results", file=sys.stderr)
+        return EXIT_ERROR
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 220):
+        print(frame.to_string(index=False))
+    found = agreement(frame, args.target)
+    print(f"\n{found.points} points: pruned pick reaches {100 * found.geomean:.1f}% of the exhaustive best on "
+          f"geomean, {100 * found.worst:.1f}% at worst; {found.at_target} of {found.points} "
+          f"points at >= {100 * args.target:.0f}%")
+    return EXIT_OK if found.passed else EXIT_ERROR
+
+
+def run_plot(args) -> int:
+    """``gemm plot``: exit 0 with both charts written, 1 with nothing to plot, 2 without matplotlib or logs."""
+    from gemm.tuner.results.log import LogFormatError, read_log
+    from gemm.tuner.results.plot import best_per_backend, write_plots
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("gemm plot: matplotlib is not installed; install the plot extra: pip install 'gemm[plot]'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    rows = []
+    for raw in args.logs:
+        try:
+            rows += read_log(raw)[1]
+        except (OSError, LogFormatError) as exc:
+            print(f"gemm plot: cannot read {raw}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    best = best_per_backend(rows)
+    if not best:
+        print("gemm plot: the logs hold no carefully timed (FINAL, OK) rows to plot", file=sys.stderr)
+        return EXIT_ERROR
+    tflops, winners = write_plots(best, Path(args.out))
+    print(f"wrote {tflops} and {winners}")
+    return EXIT_OK

@@ -1,0 +1,205 @@
+"""``gemm tune`` (sweep and write configs) and ``gemm presets`` (the shape lists it sweeps).
+
+The options become one ``gemm.tuner.settings.TuneSettings`` here; the tuner
+never sees them. ``gemm.tuner.tune`` sweeps on this machine's GPU,
+``gemm.tuner.distributed.driver`` over several (``--gpus`` / ``--ray``); both
+hand back a ``TuneOutcome`` that is printed here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from gemm.cli.common import (
+    EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, m_grid, name_list, say, shapes,
+)
+from gemm.tuner.presets import DEFAULT_PRESET, INTERPRET_SHAPES, PRESETS, LayerShape
+from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
+from gemm.tuner.search.space import DEFAULT_PRUNE_LEVEL, PRUNE_LEVELS
+
+
+def add_parsers(sub) -> None:
+    """Register ``tune``."""
+    p = sub.add_parser("tune", help="tune kernels on the current GPU and write configs",
+                       description="Search every backend's configurations per (N, K, M); verify each candidate "
+                                   "against the fp32 reference, time it with CUDA graphs and cold L2, and write "
+                                   "the best per M to config files.")
+    p.set_defaults(handler=run_tune)
+    what = p.add_argument_group("what to tune")
+    what.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                      help=f"model shape preset (default {DEFAULT_PRESET}; see `gemm presets`)")
+    what.add_argument("--shape", action="append", metavar="N,K",
+                      help="a weight shape [N, K] to tune (repeatable); replaces the preset")
+    what.add_argument("--m", metavar="LIST", help="comma-separated M values (default: vLLM's grid 1..4096)")
+    what.add_argument("--m-extra", metavar="LIST", help="M values added to the grid, e.g. 8192")
+    what.add_argument("--backends", metavar="LIST",
+                      help="comma-separated backends (triton, cutlass, cublas, or module:Class); "
+                           "default: every backend usable here")
+    what.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    where = p.add_argument_group("output")
+    where.add_argument("--out", default=None, metavar="DIR",
+                       help="config root: files go to DIR/<device_name>/ (default: where the op looks, "
+                            "GEMM_CONFIG_DIR or the shipped tuned_configs/)")
+    where.add_argument("--log", metavar="PATH",
+                       help="results log (default DIR/logs/tune-<device>-<space hash>.jsonl)")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the log of an interrupted sweep of the same device and search space")
+    where.add_argument("--no-progress", action="store_true", help="no progress bar")
+    search = p.add_argument_group("search")
+    search.add_argument("--prune", choices=sorted(PRUNE_LEVELS, key=lambda k: PRUNE_LEVELS[k] or 10**9,
+                                                   reverse=True),
+                        default=DEFAULT_PRUNE_LEVEL,
+                        help="how hard the cost model cuts each backend's candidates per point before anything "
+                             "is built: " + ", ".join(f"{k} ({'keep all' if v is None else f'best {v}'})"
+                                                      for k, v in PRUNE_LEVELS.items())
+                             + f" (default {DEFAULT_PRUNE_LEVEL})")
+    search.add_argument("--budget", type=int, default=None, metavar="N",
+                        help="candidates per backend and point after the cost model's ranking (overrides --prune)")
+    search.add_argument("--keep", type=int, default=4, metavar="N",
+                        help="finalists per backend and point timed carefully after screening (default 4)")
+    search.add_argument("--screen-margin", type=float, default=0.25, metavar="F",
+                        help="finalists must screen within this fraction of their backend's best (default 0.25)")
+    search.add_argument("--exhaustive", action="store_true",
+                        help="no pruning: build, verify and carefully time every valid candidate")
+    search.add_argument("--tie", type=float, default=DEFAULT_TIE_FRACTION, metavar="F",
+                        help="times within this fraction are ties, resolved towards fewer distinct configs")
+    run = p.add_argument_group("running")
+    run.add_argument("--interpret", action="store_true",
+                     help="tiny sweep on the CPU through the Triton interpreter (checks the tool, not a GPU)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="worker processes (default: CPUs - 1 on a GPU, 1 with --interpret; 0: in-process)")
+    run.add_argument("--gpus", metavar="all|N|LIST",
+                     help="one worker process per GPU of this machine: 'all', the first N, or indices like 0,1,3 "
+                          "(--workers then counts evaluation processes per GPU); with --interpret, N CPU "
+                          "stand-ins; with --ray, at most N tasks at a time")
+    run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                     help="tune on a Ray cluster (optional extra 'ray'), one task with one GPU per (shape, "
+                          "backend); ADDRESS defaults to RAY_ADDRESS or a new local Ray instance")
+    run.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                     help="seconds a built candidate may run (incl. Triton's JIT compile) before it is "
+                          "killed as TIMEOUT (default 120)")
+    run.add_argument("--build-timeout", type=float, default=900.0, metavar="S",
+                     help="seconds a candidate may take to build (default 900)")
+    run.add_argument("--time-limit", type=float, metavar="S",
+                     help="stop after about S seconds (exit 3); continue later with --resume")
+    run.add_argument("--seed", type=int, help="seed of the random verification data (default: fresh)")
+    run.add_argument("--no-prebuild", action="store_true",
+                     help="do not compile CUTLASS kernels ahead of the sweep")
+    run.add_argument("--timer", metavar="MODULE:CLASS",
+                     help="timer class (default gemm.tuner.timing:CudaGraphTimer; WallClockTimer with --interpret)")
+
+
+def add_presets_parser(sub) -> None:
+    """Register ``presets``."""
+    sub.add_parser("presets", help="list the shape presets with their layer names").set_defaults(handler=run_presets)
+
+
+def settings_from_args(args):
+    """The ``TuneSettings`` the options ask for; UsageError (or ValueError) naming a bad value."""
+    from gemm.envs import config_root
+    from gemm.tuner.search.runner import Timeouts
+    from gemm.tuner.search.space import PruneSettings
+    from gemm.tuner.settings import TuneSettings
+
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    if args.interpret and not (args.shape or args.preset):
+        swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)  # small enough to interpret
+    else:
+        swept = shapes(args, [args.preset] if args.preset else [])
+    if args.exhaustive:
+        budget = None
+    elif args.budget is not None:
+        budget = args.budget
+    else:
+        budget = PRUNE_LEVELS[args.prune or DEFAULT_PRUNE_LEVEL]
+    return TuneSettings(
+        shapes=swept, m_grid=m_grid(args, args.interpret), out_root=Path(args.out) if args.out else config_root(),
+        backends=name_list(args.backends), out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
+        keep=None if args.exhaustive else args.keep, screen_margin=args.screen_margin, tie=args.tie,
+        interpret=args.interpret, timer=args.timer, log_path=Path(args.log) if args.log else None,
+        resume=args.resume, workers=args.workers, timeouts=Timeouts(build_s=args.build_timeout, run_s=args.timeout),
+        time_limit_s=args.time_limit,
+        seed=args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little"),
+        prebuild=not args.no_prebuild, gpus=args.gpus, ray=args.ray)
+
+
+def print_outcome(outcome) -> None:
+    """The choice per point and the status counts of each device, then one line on the whole run."""
+    import pandas as pd
+
+    from gemm.tuner.results.select import select
+    from gemm.tuner.results.tables import choices_table, status_table
+
+    settings, devices = outcome.settings, outcome.devices
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+        for device in devices:
+            if len(devices) > 1:
+                print(f"\n{device.device_name}:")
+            table = choices_table(select(device.rows, settings.tie), settings.shapes,
+                                  None if settings.interpret else device.arch)
+            if len(table):
+                print(table.to_string(index=False))
+            print()
+            print(status_table(device.rows).to_string())
+    done = (f"\nwall time {outcome.wall_s:.1f} s; {len(outcome.written)} config files written under "
+            f"{settings.out_root}; ")
+    if outcome.workers is None:
+        print(done + f"worker restarts {outcome.restarts}; log {devices[0].log_path}")
+        if outcome.savings:
+            print(outcome.savings)
+    else:
+        logs = ", ".join(str(device.log_path) for device in devices)
+        print(done + f"{outcome.workers} workers; lost workers {outcome.lost}; "
+                     f"log{'s' if len(devices) > 1 else ''} {logs}")
+
+
+def run_tune(args) -> int:
+    """``gemm tune``: exit 0 done, 1 stopped by an error, 2 usage, 3 time limit, 130 interrupted."""
+    from gemm.cli.progress import make_progress
+    from gemm.tuner.outputs import INTERRUPTED, TIME_LIMIT
+    from gemm.tuner.search.runner import SweepError
+
+    try:
+        settings = settings_from_args(args)
+        if settings.distributed:
+            from gemm.tuner.distributed import driver as flow
+        else:
+            from gemm.tuner import tune as flow
+        prepared = flow.prepare(settings, say)
+    except ValueError as exc:  # UsageError, SetupError (RayUnavailable too), LogMismatchError, bad values
+        say(f"gemm tune: {exc}")
+        return EXIT_USAGE
+    progress = make_progress(enabled=not args.no_progress)
+    try:
+        outcome = flow.run(prepared, progress)
+    except SweepError as exc:
+        logs = "the logs keep" if settings.distributed else "the log keeps"
+        say(f"gemm tune: stopped: {exc}\n{logs} every finished row; fix the error and rerun with --resume")
+        return EXIT_ERROR
+    finally:
+        progress.close()
+    print_outcome(outcome)
+    if outcome.stopped == TIME_LIMIT:
+        say("gemm tune: time limit reached; rerun the same command with --resume to finish the sweep")
+        return EXIT_INCOMPLETE
+    if outcome.stopped == INTERRUPTED:
+        say("gemm tune: interrupted; rerun the same command with --resume to finish the sweep")
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def run_presets(args) -> int:
+    """``gemm presets``: every preset's layer shapes, and the default M grid."""
+    from gemm.tuner.presets import DEFAULT_M_GRID
+
+    for name, preset in PRESETS.items():
+        marker = " (default)" if name == DEFAULT_PRESET else ""
+        print(f"{name}{marker}:")
+        for shape in preset:
+            print(f"  N={shape.n:<6} K={shape.k:<6} {shape.name}")
+    print(f"default M grid: {','.join(map(str, DEFAULT_M_GRID))}")
+    return EXIT_OK

@@ -1,0 +1,178 @@
+"""``gemm bench`` on the CPU: its options, the message without a GPU, and what a run writes (CSV, ceilings,
+markdown summary, plots) with a stand-in rig whose kernels and timer are fakes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from gemm.bench.measure import Ceilings, Timing, make_input_sets
+from gemm.bench.peers import PeerCall
+from gemm.bench.tables import COLUMNS
+from gemm.cli import build_parser, main
+from gemm.reference import reference_matmul
+
+# Microseconds the fake timer reports per peer; "ours" is the tuned op.
+TIMES = {"classic_default": 30.0, "cublas_blockwise": 12.0, "cublas_per_tensor": 8.0, "bf16_matmul": 15.0,
+         "tuned_op": 10.0, "triton_heuristic": 11.0, "cutlass_default": 9.0}
+
+
+class FakeKernel:
+    """A GEMM that computes the reference (or zeros, when ``wrong``) and takes ``us`` per call."""
+
+    def __init__(self, us: float, wrong: bool = False) -> None:
+        self.us, self.wrong = us, wrong
+
+    def __call__(self, a, b, a_scale, b_scale):
+        out = reference_matmul(a, b, a_scale, b_scale)
+        return torch.zeros_like(out) if self.wrong else out
+
+
+class FakeRig:
+    """A CPU stand-in for the GPU: fixed ceilings, CPU inputs, fake kernels and their fixed times.
+
+    cuBLAS blockwise computes a wrong result at M=16; CUTLASS's one space candidate failed to build.
+    """
+
+    label, device_name, l2_bytes = "H200", "NVIDIA H200", 2**16
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        self.pause_s = pause_s
+        self.calls_seen = []
+
+    def ceilings(self) -> Ceilings:
+        return Ceilings(1000.0, 500.0, 4.0, 8192)
+
+    def inputs(self, problem, copies):
+        return make_input_sets(problem.m, problem.n, problem.k, copies, device="cpu")
+
+    def time(self, fn, arg_sets) -> Timing:
+        return Timing(fn.us, 0.01)
+
+    def calls(self, problem, sets, tuned, sweep, cutlass):
+        self.calls_seen.append((problem.m, problem.n, problem.k, tuned, sweep, cutlass))
+        peers = ["classic_default", "cublas_blockwise", "cublas_per_tensor", "bf16_matmul"]
+        peers += ["tuned_op"] if tuned else []
+        for peer in peers + ["triton_heuristic"]:
+            wrong = peer == "cublas_blockwise" and problem.m == 16
+            yield PeerCall(peer, "", FakeKernel(TIMES[peer], wrong), sets, verify=peer != "bf16_matmul")
+        if cutlass:
+            yield PeerCall("cutlass_default", "128x128", FakeKernel(TIMES["cutlass_default"]), sets)
+            yield PeerCall("cutlass_sweep", "64x128", RuntimeError("nvcc failed"), sets)
+
+    def release(self) -> None:
+        time.sleep(self.pause_s)
+
+
+@pytest.fixture
+def rig(monkeypatch):
+    from gemm.cli import bench
+
+    fake = FakeRig()
+    monkeypatch.setattr(bench, "gpu_rig", lambda: fake)
+    return fake
+
+
+def test_options_parse_into_what_to_time():
+    args = build_parser().parse_args(["bench", "--preset", "deepseek-v3-tp8", "deepseek-v3-tp1", "--m", "1,16",
+                                      "--m-extra", "8192", "--cutlass", "--triton-sweep", "--time-limit", "60",
+                                      "--out", "somewhere", "--no-plots"])
+    assert args.preset == ["deepseek-v3-tp8", "deepseek-v3-tp1"] and args.m == "1,16" and args.m_extra == "8192"
+    assert args.cutlass and args.triton_sweep and args.no_plots and args.time_limit == 60.0
+    assert args.out == "somewhere" and args.report is None
+    defaults = build_parser().parse_args(["bench"])
+    assert defaults.out == "bench_out" and not defaults.cutlass and not defaults.triton_sweep
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--m", "0"], "--m expects comma-separated positive integers"),
+    (["--shape", "7168"], "--shape expects N,K"),
+    (["--time-limit", "0"], "--time-limit must be a positive number of seconds"),
+    (["--report", "H200=x", "--m", "16"], "--report summarizes earlier runs; it takes no --m"),
+])
+def test_bad_options_exit_2_with_a_message(options, expected, capsys, tmp_path):
+    assert main(["bench", "--out", str(tmp_path / "out"), *options]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_without_gpu_says_so_and_exits_2(capsys, tmp_path):
+    assert main(["bench", "--shape", "256,256", "--m", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU is visible" in err and "gemm bench --report DEVICE=DIR" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_writes_rows_best_times_ceilings_summary_and_plot(rig, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["bench", "--shape", "256,256", "--shape", "512,256", "--m", "1,16", "--cutlass",
+                 "--out", str(out)]) == 0
+    assert [c[:3] for c in rig.calls_seen] == [(1, 256, 256), (16, 256, 256), (1, 512, 256), (16, 512, 256)]
+    assert all(c[3:] == (True, False, True) for c in rig.calls_seen)  # tuned op always, no sweep, CUTLASS asked
+
+    rows = pd.read_csv(out / "bench_rows.csv")
+    assert list(rows.columns) == list(COLUMNS) and len(rows) == 4 * 8
+    status = rows.set_index(["N", "M", "peer"]).status
+    assert status[(256, 16, "cublas_blockwise")] == "WRONG_RESULT"
+    assert status[(512, 1, "cutlass_sweep")] == "FAILED: nvcc failed"
+    assert (status.drop(["cublas_blockwise", "cutlass_sweep"], level="peer") == "OK").all()
+    tuned = rows[rows.peer == "tuned_op"].iloc[0]
+    assert tuned.us == 10.0 and tuned.tflops == pytest.approx(2 * 1 * 256 * 256 / 10.0 / 1e6)
+    assert math.isfinite(tuned.rel_err) and tuned.rel_err < 1e-6
+
+    best = pd.read_csv(out / "bench_best.csv").set_index(["N", "K", "M"])
+    assert best.loc[(256, 256, 1), "ours"] == 9.0  # CUTLASS default: the fastest of our backends
+    assert math.isnan(best.loc[(256, 256, 16), "cublas_blockwise"])
+
+    info = json.loads((out / "ceilings.json").read_text())
+    assert info["device"] == "NVIDIA H200" and info["fp8_tflops"] == 1000.0
+    assert info["command"] == f"gemm bench --shape 256,256 --shape 512,256 --m 1,16 --cutlass --out {out}"
+
+    md = (out / "performance.md").read_text()
+    assert f"gemm bench --report H200={out} --out {out}" in md
+    assert "## H200" in md and "Ours = tuned op (shipped configs)" in md
+    # cuBLAS blockwise verified at M=1 only: 12 / 10 on both shapes.
+    line = next(line for line in md.splitlines() if line.startswith("| cuBLAS blockwise |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "1.200" and cells[4] == "1.200" and cells[5] == "2"
+    assert "Left out for cuBLAS blockwise (2 points without a verified result)" in md
+    text = capsys.readouterr().out
+    assert "geomean speed-up of the tuned op over each peer" in text
+    assert f"wrote {out / 'performance.md'}" in text
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = out / "performance" / "h200_tflops.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "](performance/h200_tflops.png)" in md
+
+
+def test_time_limit_keeps_what_was_timed_and_exits_3(monkeypatch, tmp_path, capsys):
+    from gemm.cli import bench
+
+    monkeypatch.setattr(bench, "gpu_rig", lambda: FakeRig(pause_s=1.0))
+    out = tmp_path / "out"
+    assert main(["bench", "--shape", "256,256", "--m", "1,16,64", "--time-limit", "0.5", "--no-plots",
+                 "--out", str(out)]) == 3
+    assert "time limit reached; skipping M=16 N=256 K=256 and the 1 points after it" in capsys.readouterr().err
+    rows = pd.read_csv(out / "bench_rows.csv")
+    assert set(rows.M) == {1}
+    assert (out / "performance.md").is_file() and not (out / "performance").exists()
+
+
+def test_without_matplotlib_the_summary_is_written_without_plots(rig, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    out = tmp_path / "out"
+    assert main(["bench", "--shape", "256,256", "--m", "1", "--out", str(out)]) == 0
+    assert "matplotlib is not installed, so no plots are drawn" in capsys.readouterr().err
+    md = (out / "performance.md").read_text()
+    assert "![" not in md and not (out / "performance").exists()
+    assert main(["bench", "--report", f"H200={out}", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "performance.md").is_file()
+    assert "matplotlib is not installed" in capsys.readouterr().err
