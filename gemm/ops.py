@@ -35,7 +35,8 @@ def w8a8_block_fp8_matmul(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tenso
     Args:
         a: [M, K] torch.float8_e4m3fn activations, unit stride along K (M >= 1).
         b: [N, K] torch.float8_e4m3fn weights, contiguous row-major.
-        a_scale: [M, ceil(K/128)] float32, contiguous: one scale per token per 128 channels.
+        a_scale: [M, ceil(K/128)] float32, one scale per token per 128 channels: row-major
+            (contiguous) or MN-major (``per_token_group_quant_fp8(..., scale_layout="mn_major")``).
         b_scale: [ceil(N/128), ceil(K/128)] float32, contiguous: one scale per 128x128 block.
         block_size: (block_n, block_k) of the weight scales; (128, 128) is supported.
         out_dtype: torch.bfloat16 (default), torch.float16 or torch.float32.

@@ -3,7 +3,8 @@
 A block-scaled FP8 GEMM computes ``out[M, N] = (A * sa) @ (B * sb)^T`` where
 
 * ``A`` [M, K] float8_e4m3fn, row-major (K contiguous), activations;
-* ``sa`` [M, ceil(K / block_k)] float32, one scale per token per ``block_k`` channels;
+* ``sa`` [M, ceil(K / block_k)] float32, one scale per token per ``block_k`` channels, row-major
+  (the DeepSeek layout) or MN-major and TMA-aligned (see ``activation_scale_layout``);
 * ``B`` [N, K] float8_e4m3fn, row-major (K contiguous), weights;
 * ``sb`` [ceil(N / block_n), ceil(K / block_k)] float32, one scale per block;
 * ``out`` [M, N] in bf16 (default), fp16 or fp32.
@@ -86,6 +87,31 @@ class GemmProblem:
         return f"M={self.m} N={self.n} K={self.k}"
 
 
+SCALE_LAYOUTS = ("row_major", "mn_major")
+
+
+def activation_scale_layout(a_scale: torch.Tensor) -> tuple[str, int]:
+    """``(layout, leading dimension)`` of activation scales ``a_scale`` [M, kb].
+
+    * ``"row_major"``: unit stride along kb, rows ``stride(0) >= kb`` apart (the quantizer's default);
+    * ``"mn_major"``: unit stride along M, element (m, kb) at ``kb * ld + m`` with ``ld = stride(1)``
+      a multiple of 4 and >= M, base 16-byte aligned: what ``per_token_group_quant_fp8(...,
+      scale_layout="mn_major")`` writes and TMA can load.
+
+    GemmInputError naming ``a_scale`` and both accepted layouts for anything else.
+    """
+    m, kb = a_scale.shape
+    if a_scale.stride(1) == 1 and (a_scale.stride(0) >= kb or m == 1):
+        return "row_major", max(a_scale.stride(0), kb)
+    if (a_scale.stride(0) == 1 and a_scale.stride(1) >= m and a_scale.stride(1) % 4 == 0
+            and a_scale.data_ptr() % 16 == 0):
+        return "mn_major", a_scale.stride(1)
+    raise GemmInputError(
+        f"a_scale must be row-major [M, K/128] (strides (K/128, 1)) or MN-major with a leading dimension that "
+        f"is a multiple of 4 and >= M (strides (1, roundup(M, 4)), 16-byte aligned, as "
+        f"per_token_group_quant_fp8(..., scale_layout='mn_major') writes); got strides {a_scale.stride()}")
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise GemmInputError(message)
@@ -111,8 +137,9 @@ def validate_inputs(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
 
     Raises GemmInputError naming the argument and what was expected.
     Layout requirements: ``a`` has a unit stride along K (its row stride may be
-    larger than K, e.g. a slice of a wider buffer); ``b``, ``a_scale`` and
-    ``b_scale`` are contiguous row-major.
+    larger than K, e.g. a slice of a wider buffer); ``b`` and ``b_scale`` are
+    contiguous row-major; ``a_scale`` is row-major or MN-major
+    (``activation_scale_layout``).
     """
     tensors = {"a": a, "b": b, "a_scale": a_scale, "b_scale": b_scale}
     for name, t in tensors.items():
@@ -135,7 +162,10 @@ def validate_inputs(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
         _require(tuple(t.shape) == shape,
                  f"{name} must have shape {list(shape)} for a {tuple(a.shape)}, b {tuple(b.shape)} "
                  f"and block_size {[block_n, block_k]}, got {list(t.shape)}")
-        _require(t.is_contiguous(), f"{name} must be contiguous (row-major), got strides {t.stride()}")
+        if name == "b_scale":
+            _require(t.is_contiguous(), f"{name} must be contiguous (row-major), got strides {t.stride()}")
+        else:
+            activation_scale_layout(t)
     _require(a.stride(1) == 1 and a.stride(0) >= k,
              f"a must be row-major with unit stride along K, got strides {a.stride()}")
     _require(b.is_contiguous(), f"b must be contiguous (row-major [N, K]), got strides {b.stride()}")

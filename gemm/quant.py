@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from gemm.problem import FP8_DTYPE, GemmInputError
+from gemm.problem import FP8_DTYPE, SCALE_LAYOUTS, GemmInputError
 
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)
 
@@ -38,26 +38,43 @@ def _check_float_2d(name: str, x: torch.Tensor) -> None:
         raise GemmInputError(f"{name} must be a float16/bfloat16/float32 tensor, got {x.dtype}")
 
 
-def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128,
-                              eps: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128, eps: float = 1e-10,
+                              scale_layout: str = "row_major") -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize activations per token and per ``group_size`` channels.
 
     Args:
         x: [M, K] float tensor (fp16, bf16 or fp32), any device.
+        scale_layout: ``"row_major"`` (default, the DeepSeek layout: scales contiguous
+            [M, G]) or ``"mn_major"``: the [M, G] scales are a view with strides
+            (1, roundup(M, 4)) of a [G, roundup(M, 4)] buffer, so each group's scales
+            are contiguous along M and 16-byte aligned, the layout TMA loads directly
+            (the Hopper kernel reads it without a transpose).
     Returns:
         ``(x_fp8, scales)``: x_fp8 [M, K] float8_e4m3fn contiguous, scales
-        [M, ceil(K / group_size)] float32 contiguous, with
+        [M, G = ceil(K / group_size)] float32 in ``scale_layout``, with
         ``x ~= x_fp8 * scales`` broadcast over each group.
     """
     _check_float_2d("x", x)
     if not isinstance(group_size, int) or group_size < 1:
         raise GemmInputError(f"group_size must be a positive int, got {group_size!r}")
+    if scale_layout not in SCALE_LAYOUTS:
+        raise GemmInputError(f"scale_layout must be one of {list(SCALE_LAYOUTS)}, got {scale_layout!r}")
     m, k = x.shape
     groups = math.ceil(k / group_size)
     xf = _pad_to(x.float(), 1, group_size).view(m, groups, group_size)
-    scales = (xf.abs().amax(dim=2) / FP8_MAX).clamp_min(eps)
-    q = (xf / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-    return q.view(m, groups * group_size)[:, :k].contiguous(), scales.contiguous()
+    q_fp8 = torch.empty((m, groups * group_size), dtype=FP8_DTYPE, device=x.device)
+    if scale_layout == "mn_major":
+        pad = (m + 3) // 4 * 4
+        buffer = torch.empty((groups, pad), dtype=torch.float32, device=x.device)
+        buffer[:, m:] = 1.0  # padding columns: finite, never read as a row's scale
+        scales = buffer[:, :m].t()
+    else:
+        scales = torch.empty((m, groups), dtype=torch.float32, device=x.device)
+    # amax over each group, written straight into the chosen layout (no extra pass for MN-major).
+    torch.amax(xf.abs(), dim=2, out=scales)
+    scales.div_(FP8_MAX).clamp_min_(eps)
+    q_fp8.view(m, groups, group_size).copy_((xf / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX))
+    return q_fp8[:, :k].contiguous() if k % group_size else q_fp8, scales
 
 
 def per_block_quant_fp8(w: torch.Tensor, block_size: tuple[int, int] = (128, 128),

@@ -405,3 +405,23 @@ def test_fetch_downloads_the_named_package_with_pip(tmp_path, monkeypatch):
     assert (source["package"], source["requested_version"]) == ("flashinfer-python", "9.9")
     with pytest.raises(fetch_script.FetchError, match="(?s)pip download of missing-package failed.*No matching"):
         fetch_script.fetch(tmp_path / "dest2", "missing-package")
+
+
+def test_gemm_build_compiles_the_cutlass_and_sm90_kernels_configs_name(fake_toolchain, tmp_path, capsys):
+    from gemm.cli import main
+    from gemm.kernels.sm90.params import Sm90Params
+
+    config = _write_config(tmp_path / "cfg" / "dev" / "N=2112,K=7168.json", {
+        "1": {"backend": "sm90", "params": Sm90Params(block_m=64, block_n=128).to_dict(), "us": 9.0},
+        "64": {"backend": "sm90", "params": Sm90Params(block_m=64, block_n=128, cluster_n=2).to_dict(), "us": 9.5},
+        "4096": {"backend": "cutlass", "params": CutlassParams().to_dict(), "us": 90.0}})
+    assert main(["build", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "building 1 CUTLASS kernels" in out and "building 1 Hopper (sm90) kernels" in out
+    assert re.search(r"sm90_64x128x128_s8_ov_bf16: \d+\.\d s", out), out
+    assert len(fake_toolchain.read_text().splitlines()) == 2  # the two M=1/64 entries share one build
+    assert main(["build", "--config", str(config)]) == 0
+    assert "sm90_64x128x128_s8_ov_bf16: cached" in capsys.readouterr().out
+    bad = _write_config(tmp_path / "bad.json", {"8": {"backend": "sm90", "params": {"block_n": 24}}})
+    assert main(["build", "--config", str(bad)]) == 2
+    assert re.search(r"bad\.json: sm90 entry for M=8: .*block_n must be a multiple of 16", capsys.readouterr().err)

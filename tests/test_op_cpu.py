@@ -35,3 +35,12 @@ def test_torch_compile_fullgraph():
 
     out = f(a, b, sa, sb)
     assert relative_error(out - 1.0, reference_matmul(a, b, sa, sb)) < 1e-2
+
+
+def test_op_takes_mn_major_activation_scales():
+    x = torch.randn(5, 300)
+    a, sa = gemm.per_token_group_quant_fp8(x, 128, scale_layout="mn_major")
+    b, sb = gemm.per_block_quant_fp8(torch.randn(130, 300) * 0.05, (128, 128))
+    assert sa.stride() == (1, 8)
+    out = gemm.w8a8_block_fp8_matmul(a, b, sa, sb)
+    assert relative_error(out, reference_matmul(a, b, sa.contiguous(), sb)) < 1e-2

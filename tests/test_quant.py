@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gemm.problem import GemmInputError
+from gemm.problem import GemmInputError, activation_scale_layout
 from gemm.quant import FP8_MAX, per_block_quant_fp8, per_token_group_quant_fp8, random_problem_inputs
 from gemm.reference import dequantize_activation, dequantize_weight
 
@@ -55,3 +55,21 @@ def test_random_inputs_are_fresh_and_varied():
     a3, *_ = random_problem_inputs(4, 256, 256, seed=7)
     a4, *_ = random_problem_inputs(4, 256, 256, seed=7)
     assert torch.equal(a3.float(), a4.float())
+
+
+@pytest.mark.parametrize("m,k", [(1, 128), (3, 512), (17, 300), (8, 7168)])
+def test_mn_major_scales_hold_the_same_values_in_a_tma_aligned_layout(m, k):
+    x = torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]
+    q_row, s_row = per_token_group_quant_fp8(x, 128)
+    q_mn, s_mn = per_token_group_quant_fp8(x, 128, scale_layout="mn_major")
+    assert torch.equal(q_row.float(), q_mn.float()) and torch.equal(s_row, s_mn)
+    padded = -(-m // 4) * 4
+    assert s_mn.shape == (m, -(-k // 128)) and s_mn.stride() == (1, padded)
+    assert s_mn.data_ptr() % 16 == 0
+    assert activation_scale_layout(s_mn) == ("mn_major", padded)
+    assert activation_scale_layout(s_row)[0] == "row_major"
+
+
+def test_unknown_scale_layout_is_named():
+    with pytest.raises(GemmInputError, match="scale_layout must be one of"):
+        per_token_group_quant_fp8(torch.randn(2, 128), scale_layout="k_major")

@@ -13,6 +13,14 @@ def good():
     return random_problem_inputs(8, 256, 384)
 
 
+def _strided_mn(sa: torch.Tensor, ld: int) -> torch.Tensor:
+    """``sa``'s values in an MN-major view with leading dimension ``ld`` (element (m, kb) at kb * ld + m)."""
+    m, kb = sa.shape
+    buffer = torch.zeros(kb, ld)
+    buffer[:, :m] = sa.t()
+    return buffer[:, :m].t()
+
+
 def _call(a, b, sa, sb, **kw):
     return gemm.w8a8_block_fp8_matmul(a, b, sa, sb, **kw)
 
@@ -29,7 +37,7 @@ def test_good_inputs_pass(good):
     (lambda a, b, sa, sb: (a, b, sa.double(), sb), "a_scale must have dtype torch.float32"),
     (lambda a, b, sa, sb: (a, b, sa[:, :2], sb), r"a_scale must have shape \[8, 3\]"),
     (lambda a, b, sa, sb: (a, b, sa, sb[:1]), r"b_scale must have shape \[2, 3\]"),
-    (lambda a, b, sa, sb: (a, b, sa.t().contiguous().t(), sb), "a_scale must be contiguous"),
+    (lambda a, b, sa, sb: (a, b, _strided_mn(sa, 9), sb), "a_scale must be row-major .* or MN-major"),
     (lambda a, b, sa, sb: (a, b.t().contiguous().t(), sa, sb), "b must be contiguous"),
     (lambda a, b, sa, sb: (a.t().contiguous().t(), b, sa, sb), "a must be row-major with unit stride along K"),
     (lambda a, b, sa, sb: (a, b, sa, "scales"), "b_scale must be a torch.Tensor"),
@@ -47,6 +55,15 @@ def test_bad_block_size_and_dtype(good):
         _call(*good, block_size=128)
     with pytest.raises(gemm.GemmInputError, match="out_dtype must be one of"):
         _call(*good, out_dtype=torch.int8)
+
+
+def test_mn_major_activation_scales_accepted(good):
+    a, b, sa, sb = good
+    mn = _strided_mn(sa, 8)
+    assert mn.stride() == (1, 8) and torch.equal(mn, sa)
+    assert validate_inputs(a, b, mn, sb) == GemmProblem(8, 256, 384)
+    quantized = gemm.per_token_group_quant_fp8(torch.randn(8, 384), 128, scale_layout="mn_major")[1]
+    assert validate_inputs(a, b, quantized, sb).m == 8
 
 
 def test_sliced_activation_rows_accepted(good):

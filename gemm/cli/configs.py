@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="list only invalid files")
     p.set_defaults(handler=run_validate)
 
-    p = sub.add_parser("build", help="compile the CUTLASS kernels that config files name")
+    p = sub.add_parser("build", help="compile the C++ kernels (CUTLASS, sm90) that config files name")
     p.add_argument("--configs", action="append", metavar="DIR", help="config directory (default: GEMM_CONFIG_DIR)")
     p.add_argument("--config", action="append", metavar="FILE", help="one config file (repeatable)")
     p.add_argument("--jobs", type=int, help="parallel nvcc processes (default GEMM_BUILD_JOBS)")
@@ -150,29 +150,47 @@ def run_validate(args) -> int:
 
 
 def run_build(args) -> int:
-    """Compile every CUTLASS kernel that config files name, ahead of time (needs nvcc, not a GPU)."""
-    try:
-        from gemm.kernels.cutlass import aot
-    except ImportError as exc:
-        _say(f"gemm build: the CUTLASS backend cannot be loaded here ({exc}); nothing to build")
-        return EXIT_USAGE
+    """Compile every C++ kernel (CUTLASS and Hopper ``sm90``) that config files name, ahead of time
+    (needs nvcc, not a GPU); prints each library with its compile time."""
     from gemm import envs
     from gemm.kernels.base import BackendUnavailable, CompileError
+    from gemm.kernels.cutlass import aot as cutlass_aot
+    from gemm.kernels.sm90 import aot as sm90_aot
 
     paths = list(args.config or []) + list(args.configs or [])
     if not paths:
         paths = [str(envs.config_root())]
     try:
-        if hasattr(aot, "kernel_configs_in_config_files"):  # keeps each file's output dtype
-            wanted = aot.kernel_configs_in_config_files(paths)
-        else:
-            wanted = aot.params_in_config_files(paths)
+        families = [("CUTLASS", cutlass_aot, cutlass_aot.kernel_configs_in_config_files(paths)),
+                    ("Hopper (sm90)", sm90_aot, sm90_aot.kernel_configs_in_config_files(paths))]
     except (FileNotFoundError, ValueError) as exc:
         _say(f"gemm build: {exc}")
         return EXIT_USAGE
-    if not wanted:
-        print("no CUTLASS entries in " + ", ".join(paths) + "; nothing to build")
+    if not any(wanted for _, _, wanted in families):
+        print("no CUTLASS or sm90 entries in " + ", ".join(paths) + "; nothing to build")
         return EXIT_OK
+
+    def report(outcome) -> None:
+        name = getattr(getattr(outcome, "config", None), "name", None) or outcome.spec.name
+        if outcome.error is None:
+            took = "cached" if outcome.result.cached else f"{outcome.result.seconds:.1f} s"
+            print(f"  {name}: {took}", flush=True)
+
+    for title, module, wanted in families:
+        if not wanted:
+            continue
+        print(f"building {len(wanted)} {title} kernels")
+        try:
+            built = module.build_kernels(wanted, jobs=args.jobs, progress=report)
+        except BackendUnavailable as exc:
+            _say(f"gemm build: {exc}")
+            return EXIT_USAGE
+        except CompileError as exc:
+            _say(f"gemm build: {exc}")
+            return EXIT_ERROR
+        for item in built:
+            print(getattr(item, "path", item))
+    return EXIT_OK
     print(f"building {len(wanted)} CUTLASS kernels")
     try:
         built = aot.build_kernels(wanted, jobs=args.jobs)

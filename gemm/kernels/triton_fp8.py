@@ -234,8 +234,11 @@ def launch(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: tor
     """Run the kernel on already-validated inputs (see ``gemm.problem.validate_inputs``).
 
     a [M, K] e4m3 (unit stride along K), b [N, K] e4m3 contiguous, a_scale
-    [M, ceil(K/128)] fp32, b_scale [ceil(N/128), ceil(K/128)] fp32 -> [M, N] ``out_dtype``.
+    [M, ceil(K/128)] fp32 (MN-major scales are copied row-major first: the kernel reads each
+    row's scales at unit stride), b_scale [ceil(N/128), ceil(K/128)] fp32 -> [M, N] ``out_dtype``.
     """
+    if a_scale.stride(1) != 1:
+        a_scale = a_scale.contiguous()
     m, k = a.shape
     n = b.shape[0]
     p = params

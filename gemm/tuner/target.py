@@ -74,7 +74,7 @@ def usable_backends(requested: tuple[str, ...] | None, interpret: bool,
                     say: Callable[[str], None]) -> tuple[str, ...]:
     """Backends to sweep here: the ``requested`` ones (each must be usable), else every usable registered one
     (only Triton under the interpreter). Skipped backends are reported through ``say``."""
-    from gemm.kernels import backend_names
+    from gemm.kernels import default_backend_names
     from gemm.tuner.search.space import resolve_backend
 
     def reason_of(ref: str) -> str | None:
@@ -83,5 +83,5 @@ def usable_backends(requested: tuple[str, ...] | None, interpret: bool,
         except (ImportError, ValueError) as exc:
             return str(exc)
 
-    wanted = requested or (("triton",) if interpret else tuple(backend_names()))
+    wanted = requested or (("triton",) if interpret else tuple(default_backend_names()))
     return usable_of(wanted, bool(requested), reason_of, say)

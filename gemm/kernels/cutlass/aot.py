@@ -5,59 +5,25 @@ instead of compiling them at start-up; ``gemm build`` runs this module on
 the config directory (or named files) first, on any machine with nvcc and the
 CUTLASS headers, writing to the same cache (``GEMM_CACHE_DIR``).
 
-Config files are JSON objects with an ``entries`` object mapping M to
-``{"backend": ..., "params": {...}, "us": ...}`` and an optional top-level
-``out_dtype``; entries of other backends are ignored.
+Config files are read by ``gemm.kernels.nvcc.aot``; entries of other backends are ignored.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from gemm.kernels.base import CompileError
 from gemm.kernels.cutlass import jit
 from gemm.kernels.cutlass.config import OUT_DTYPES, CutlassParams, KernelConfig
+from gemm.kernels.nvcc.aot import backend_entries, config_files
 
 BACKEND_NAME = "cutlass"
 
 
-def _config_files(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"config path {str(path)!r} does not exist")
-    return files
-
-
 def _cutlass_entries(path: Path) -> Iterable[tuple[str, dict, str]]:
     """(M key, params dict, out_dtype) of every CUTLASS entry in one config file."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read config file {path}: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("entries"), dict):
-        raise ValueError(f"config file {path} must be a JSON object with an 'entries' object")
-    out_dtype = document.get("out_dtype", "bfloat16")
-    if out_dtype not in OUT_DTYPES and any(
-            isinstance(e, dict) and e.get("backend") == BACKEND_NAME for e in document["entries"].values()):
-        raise ValueError(f"config file {path}: CUTLASS kernels support out_dtype {list(OUT_DTYPES)}, "
-                         f"got {out_dtype!r}")
-    for m_key, entry in document["entries"].items():
-        if not isinstance(entry, dict):
-            raise ValueError(f"config file {path}: entry for M={m_key} must be an object, got {entry!r}")
-        if entry.get("backend") != BACKEND_NAME:
-            continue
-        params = entry.get("params")
-        if not isinstance(params, dict):
-            raise ValueError(f"config file {path}: CUTLASS entry for M={m_key} has no 'params' object")
-        yield m_key, params, out_dtype
+    return backend_entries(path, BACKEND_NAME, OUT_DTYPES)
 
 
 def _parse(path: Path, m_key: str, values: dict) -> CutlassParams:
@@ -74,7 +40,7 @@ def params_in_config_files(paths: Iterable[str | Path]) -> list[CutlassParams]:
     file and M) for unreadable files or invalid params.
     """
     found: dict[CutlassParams, None] = {}
-    for path in _config_files(paths):
+    for path in config_files(paths):
         for m_key, values, _ in _cutlass_entries(path):
             found[_parse(path, m_key, values)] = None
     return list(found)
@@ -83,7 +49,7 @@ def params_in_config_files(paths: Iterable[str | Path]) -> list[CutlassParams]:
 def kernel_configs_in_config_files(paths: Iterable[str | Path]) -> list[KernelConfig]:
     """Distinct compile-time configs (with each file's output dtype) the CUTLASS entries in ``paths`` need."""
     found: dict[KernelConfig, None] = {}
-    for path in _config_files(paths):
+    for path in config_files(paths):
         for m_key, values, out_dtype in _cutlass_entries(path):
             found[_parse(path, m_key, values).kernel_config(out_dtype)] = None
     return list(found)

@@ -6,3 +6,4 @@
   the tensor checks every launch from torch needs.
 
 Importing this package needs neither a GPU nor nvcc.
+"""

@@ -11,3 +11,4 @@
 * ``backend``: ``Sm90Backend`` for the tuner and the op.
 
 Importing this package needs neither a GPU nor nvcc.
+"""

@@ -1,4 +1,4 @@
-"""C++ source of one instantiation of the Hopper kernel (``fp8_gemm.cuh``) and its C ABI.
+"""C++ source of one instantiation of the Hopper kernel (``fp8_gemm.cuh``, ``fp8_gemm_kernel.cuh``) and its C ABI.
 
 The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES, OVERLAP, OutT, Mma>``
 (``Mma``: CuTe's ``m64nNk32`` e4m3 wgmma atom for ``N = BLOCK_N``) and exports, prefixed
@@ -24,6 +24,8 @@ ABI_VERSION = 1
 FAMILY = "sm90"
 SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"
+#: Headers the translation unit needs beside it (part of the cache key): the host side and the kernel.
+HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh")
 HEADER_DIR = Path(__file__).resolve().parent
 
 _ELEMENTS = {"bfloat16": "__nv_bfloat16", "float16": "__half"}
@@ -54,8 +56,13 @@ GEMM_SM90_EXPORT int gemm_sm90_run(
 
 
 def header_text() -> str:
-    """The kernel header the generated source includes (part of the cache key)."""
+    """The header the generated source includes (the host side and the C ABI)."""
     return (HEADER_DIR / HEADER_NAME).read_text()
+
+
+def headers() -> tuple[tuple[str, str], ...]:
+    """(file name, text) of every header a build needs (part of the cache key)."""
+    return tuple((name, (HEADER_DIR / name).read_text()) for name in HEADER_NAMES)
 
 
 def render_source(config: KernelConfig) -> str:
@@ -68,5 +75,5 @@ def render_source(config: KernelConfig) -> str:
 
 def build_spec(config: KernelConfig) -> BuildSpec:
     """What the shared nvcc JIT builds for ``config``."""
-    return BuildSpec(FAMILY, config.name, render_source(config), ((HEADER_NAME, header_text()),), ABI_VERSION,
+    return BuildSpec(FAMILY, config.name, render_source(config), headers(), ABI_VERSION,
                      (("config", dataclasses.asdict(config)),))

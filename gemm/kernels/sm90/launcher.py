@@ -3,7 +3,7 @@
 A launch takes the stream of ``torch.cuda.current_stream()``, allocates its
 output from torch's caching allocator and never synchronizes, so calls can be
 captured in CUDA graphs. The activation scales may come in either layout
-(``scale_layout``); nothing is copied for either.
+(``gemm.problem.activation_scale_layout``); nothing is copied for either.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gemm.kernels.base import GemmFn
 from gemm.kernels.nvcc.library import OK, NativeLibrary, device_index, tma_ready
 from gemm.kernels.sm90 import codegen
 from gemm.kernels.sm90.params import RASTER_CODES, Sm90Params
-from gemm.problem import GemmInputError, GemmProblem
+from gemm.problem import GemmInputError, GemmProblem, activation_scale_layout
 
 
 class RunOptions(ctypes.Structure):
@@ -66,25 +66,6 @@ def load_library(path: Path) -> Sm90Library:
     return Sm90Library(Path(path))
 
 
-def scale_layout(a_scale: torch.Tensor) -> tuple[bool, int]:
-    """``(mn_major, leading dimension)`` of activation scales ``a_scale`` [M, kb] fp32.
-
-    Row-major: unit stride along kb, rows ``stride(0)`` apart. MN-major (TMA-aligned):
-    unit stride along M, element (m, kb) at ``kb * stride(1) + m`` with ``stride(1)`` a
-    multiple of 4 and >= M (what ``per_token_group_quant_fp8(..., scale_layout="mn_major")``
-    writes). GemmInputError for any other layout.
-    """
-    m, kb = a_scale.shape
-    if a_scale.stride(1) == 1 and (a_scale.stride(0) >= kb or m == 1):
-        return False, max(a_scale.stride(0), kb)
-    if a_scale.stride(0) == 1 and a_scale.stride(1) >= m and a_scale.stride(1) % 4 == 0 \
-            and a_scale.data_ptr() % 16 == 0:
-        return True, a_scale.stride(1)
-    raise GemmInputError(
-        f"a_scale must be row-major [M, K/128] (strides (K/128, 1)) or MN-major with a leading dimension that is "
-        f"a multiple of 4 and >= M (strides (1, roundup(M, 4))), 16-byte aligned; got strides {a_scale.stride()}")
-
-
 def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
                  device: torch.device | int | None = None) -> GemmFn:
     """A callable ``fn(a, b, a_scale, b_scale) -> out`` running ``library`` for ``problem``.
@@ -92,7 +73,7 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     Inputs (on one CUDA device): a [M, K] e4m3 with unit stride along K and a row
     pitch that is a multiple of 16 bytes (else it is copied); b [N, K] e4m3
     contiguous; a_scale [M, ceil(K/128)] fp32 row-major or MN-major (see
-    ``scale_layout``); b_scale [ceil(N/128), ceil(K/128)] fp32 contiguous. Output
+    ``gemm.problem.activation_scale_layout``); b_scale [ceil(N/128), ceil(K/128)] fp32 contiguous. Output
     [M, N] of the problem's dtype, contiguous. Prepares the kernel on ``device``
     (default: the current CUDA device).
     """
@@ -113,7 +94,8 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
             raise GemmInputError(f"b must be contiguous (row-major [N, K]), got strides {b.stride()}")
         if not b_scale.is_contiguous():
             raise GemmInputError(f"b_scale must be contiguous (row-major), got strides {b_scale.stride()}")
-        mn_major, sfa_ld = scale_layout(a_scale)
+        layout, sfa_ld = activation_scale_layout(a_scale)
+        mn_major = layout == "mn_major"
         a = tma_ready(a)
         b = tma_ready(b)
         out = torch.empty((m, n), dtype=out_dtype, device=a.device)

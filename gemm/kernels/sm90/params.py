@@ -60,9 +60,13 @@ def overlap_fits(block_m: int, block_n: int) -> bool:
     return accumulators_per_thread(block_m, block_n, True) <= MAX_ACCUMULATORS_PER_THREAD
 
 
+#: Per stage, the tile's (at most 3) weight scales padded to 16 bytes (``Traits::kSfbFloats``).
+WEIGHT_SCALE_BYTES = 16
+
+
 def stage_bytes(block_m: int, block_n: int) -> int:
-    """Shared memory of one pipeline stage: the fp8 A and B tiles and the tile's activation scales."""
-    return block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4
+    """Shared memory of one pipeline stage: the fp8 A and B tiles and the tile's activation and weight scales."""
+    return block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4 + WEIGHT_SCALE_BYTES
 
 
 def shared_memory_bytes(block_m: int, block_n: int, stages: int, out_dtype: str = "bfloat16") -> int:

@@ -46,11 +46,11 @@ def cluster_devices(reports: dict, backends: tuple[str, ...] | None, timer: str 
     Named ``backends`` must be usable on every GPU model (SetupError otherwise); without names, each
     model sweeps the registered backends it can run, and says which it skips.
     """
-    from gemm.kernels import backend_names
+    from gemm.kernels import default_backend_names
 
     devices = {}
     for name, report in reports.items():
-        usable = usable_of(backends or backend_names(), bool(backends), report.unavailable.get, say, device=name)
+        usable = usable_of(backends or default_backend_names(), bool(backends), report.unavailable.get, say, device=name)
         devices[name] = DeviceSetup(Target(report.arch, name, "cuda", timer_for(timer, gpu=True)), usable)
     return devices
 
@@ -68,7 +68,7 @@ def ray_task_limit(gpus: str | None) -> int | None:
 
 
 def _on_ray(settings: TuneSettings, say: Callable[[str], None]) -> Placement:
-    from gemm.kernels import backend_names
+    from gemm.kernels import default_backend_names
     from gemm.tuner.distributed import ray_cluster
 
     limit = ray_task_limit(settings.gpus)
@@ -78,7 +78,7 @@ def _on_ray(settings: TuneSettings, say: Callable[[str], None]) -> Placement:
         devices = {target.device_name: DeviceSetup(target, usable_backends(settings.backends, True, say))}
         slots = ray_cluster.cpu_slots(ray, target.device_name, limit)
     else:
-        slots, reports = ray_cluster.gpu_slots(ray, settings.backends or tuple(backend_names()), limit)
+        slots, reports = ray_cluster.gpu_slots(ray, settings.backends or tuple(default_backend_names()), limit)
         devices = cluster_devices(reports, settings.backends, settings.timer, say)
     return Placement(devices, lambda: ray_cluster.RayExecutor(ray, slots, settings.interpret), 1, len(slots))
 
