@@ -176,3 +176,16 @@ def test_without_matplotlib_the_summary_is_written_without_plots(rig, monkeypatc
     assert main(["bench", "--report", f"H200={out}", "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "performance.md").is_file()
     assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_console_summary_names_ours_only_when_two_backends_were_timed():
+    from gemm.bench.run import console_summary
+
+    index = pd.MultiIndex.from_tuples([(7168, 2048, 1), (7168, 2048, 1024)], names=["N", "K", "M"])
+    table = pd.DataFrame({"tuned_op": [8.5, 30.7], "cublas_per_tensor": [6.9, 27.5], "triton_heuristic": [8.6, 61.3],
+                          "floor_us": [3.4, 22.5]}, index=index)
+    table["ours"] = table["triton_heuristic"]  # one backend timed: "ours" is that backend under another name
+    text = console_summary(table, None)
+    assert "\ntriton_heuristic" in text and "\nours" not in text
+    table["triton_sweep"], table["ours"] = [8.0, 40.0], [8.0, 40.0]
+    assert "\nours" in console_summary(table, None)

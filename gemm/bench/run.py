@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence
 import pandas as pd
 
 from gemm.bench.measure import Ceilings, cold_l2_copies, floor_us, run_info
-from gemm.bench.tables import TUNED, geomean, reference, summarize
+from gemm.bench.tables import TUNED, compared_peers, geomean, reference, summarize
 from gemm.problem import GemmProblem
 
 #: Largest relative error against the fp32 reference a verified candidate may have.
@@ -141,12 +141,12 @@ def merge_rows(paths: Iterable[Path], out: Path) -> tuple[pd.DataFrame, pd.DataF
     return frame, table
 
 
-def console_summary(table: pd.DataFrame, ceilings: Ceilings | None,
-                    peers: Sequence[str] = ("classic_default", "cublas_blockwise", "cublas_per_tensor",
-                                            "bf16_matmul", "triton_heuristic", "triton_sweep", "cutlass_default",
-                                            "cutlass_sweep", "ours")) -> str:
-    """Text for a terminal: every point's best time per peer, the ceilings, then geomean speed-ups of ours."""
+def console_summary(table: pd.DataFrame, ceilings: Ceilings | None, peers: Sequence[str] | None = None) -> str:
+    """Text for a terminal: every point's best time per peer, the ceilings, then geomean speed-ups of ours
+    over ``peers`` (default: the report's ``compared_peers``, so "ours" only where two backends were timed)."""
     ref = reference(table)
+    if peers is None:
+        peers = compared_peers(table)
     shown = table.copy()
     shown[f"{ref}_frac_floor"] = shown.floor_us / shown[ref]
     with pd.option_context("display.width", 200, "display.max_rows", 500):
