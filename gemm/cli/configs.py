@@ -191,15 +191,3 @@ def run_build(args) -> int:
         for item in built:
             print(getattr(item, "path", item))
     return EXIT_OK
-    print(f"building {len(wanted)} CUTLASS kernels")
-    try:
-        built = aot.build_kernels(wanted, jobs=args.jobs)
-    except BackendUnavailable as exc:
-        _say(f"gemm build: {exc}")
-        return EXIT_USAGE
-    except CompileError as exc:
-        _say(f"gemm build: {exc}")
-        return EXIT_ERROR
-    for path in built:
-        print(path)
-    return EXIT_OK

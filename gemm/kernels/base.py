@@ -74,6 +74,18 @@ class KernelParams:
         return ",".join(f"{k}={v}" for k, v in self.to_dict().items())
 
 
+def require_choice(owner: str, name: str, value, choices) -> None:
+    """ValueError naming ``owner.name`` unless ``value`` is one of ``choices`` (a bool never counts as 0/1)."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def require_int(owner: str, name: str, value, minimum: int) -> None:
+    """ValueError naming ``owner.name`` unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _has_default(field: dataclasses.Field) -> bool:
     return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
 

@@ -36,7 +36,7 @@ import torch
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
 from gemm.kernels.cutlass import jit, launcher, support
-from gemm.kernels.nvcc import toolchain
+from gemm.kernels.nvcc import hopper, toolchain
 from gemm.kernels.cutlass.config import OUT_DTYPES, CutlassParams
 from gemm.problem import GemmProblem
 
@@ -88,17 +88,7 @@ class CutlassBackend(Backend):
     # ------------------------------------------------------------------ availability
 
     def unavailable_reason(self, device=None) -> str | None:
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-        capability = torch.cuda.get_device_capability(device)
-        if tuple(capability) != (9, 0):
-            return (f"the CUTLASS blockwise kernels are built for SM90 (compute capability 9.0); "
-                    f"this device has {capability[0]}.{capability[1]}")
-        try:
-            toolchain.find_toolchain()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return None
+        return hopper.unavailable_reason("the CUTLASS blockwise kernels", device)
 
     # ------------------------------------------------------------------ constraints
 
@@ -107,14 +97,9 @@ class CutlassBackend(Backend):
         p = params
         if not isinstance(p, CutlassParams):
             return f"expected CutlassParams, got {type(p).__name__}"
-        if arch is not None and not arch.is_hopper:
-            return f"CUTLASS SM90 kernels need compute capability 9.0; {arch.name} has {arch.compute_capability}"
-        if (problem.block_n, problem.block_k) != (SCALE_BLOCK, SCALE_BLOCK):
-            return f"only 128x128 weight blocks are supported, got {problem.block_n}x{problem.block_k}"
-        if problem.out_dtype not in OUT_DTYPES:
-            return f"output dtype {problem.out_dtype} is not supported; expected one of {list(OUT_DTYPES)}"
-        if problem.k % 16:
-            return f"K={problem.k} must be a multiple of 16 (TMA needs 16-byte rows of A and B)"
+        reason = hopper.problem_reason(problem, arch, "CUTLASS SM90 kernels", OUT_DTYPES)
+        if reason:
+            return reason
         out_alignment = 16 // torch.empty((), dtype=problem.torch_out_dtype).element_size()
         if problem.n % out_alignment:
             return f"N={problem.n} must be a multiple of {out_alignment} (16-byte rows of the output)"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gemm.kernels.base import KernelParams
+from gemm.kernels.base import KernelParams, require_choice, require_int
 
 SCHEDULES = ("cooperative", "pingpong")
 SCHEDULERS = ("persistent", "streamk")
@@ -38,25 +38,15 @@ RASTER_CODES = {"heuristic": 0, "along_m": 1, "along_n": 2}
 REDUCTION_CODES = {"deterministic": 0, "nondeterministic": 1}
 
 
-def _require_choice(owner: str, name: str, value, choices) -> None:
-    if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _require_int(owner: str, name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_compile_fields(obj) -> None:
     """Domain checks shared by KernelConfig and CutlassParams (names the class and field)."""
     owner = type(obj).__name__
-    _require_choice(owner, "schedule", obj.schedule, SCHEDULES)
+    require_choice(owner, "schedule", obj.schedule, SCHEDULES)
     for name in ("tile_m", "tile_n", "tile_k", "cluster_m", "cluster_n"):
-        _require_int(owner, name, getattr(obj, name), 1)
-    _require_int(owner, "stages", obj.stages, 0)
-    _require_choice(owner, "sfa_major", obj.sfa_major, SCALE_MAJORS)
-    _require_choice(owner, "scheduler", obj.scheduler, SCHEDULERS)
+        require_int(owner, name, getattr(obj, name), 1)
+    require_int(owner, "stages", obj.stages, 0)
+    require_choice(owner, "sfa_major", obj.sfa_major, SCALE_MAJORS)
+    require_choice(owner, "scheduler", obj.scheduler, SCHEDULERS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +70,7 @@ class KernelConfig:
 
     def __post_init__(self) -> None:
         _check_compile_fields(self)
-        _require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
+        require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
 
     @property
     def name(self) -> str:
@@ -131,11 +121,11 @@ class CutlassParams(KernelParams):
     def __post_init__(self) -> None:
         _check_compile_fields(self)
         owner = "CutlassParams"
-        _require_choice(owner, "decomposition", self.decomposition, DECOMPOSITIONS)
-        _require_int(owner, "splits", self.splits, 1)
-        _require_choice(owner, "raster", self.raster, RASTERS)
-        _require_choice(owner, "max_swizzle", self.max_swizzle, SWIZZLES)
-        _require_choice(owner, "reduction", self.reduction, REDUCTIONS)
+        require_choice(owner, "decomposition", self.decomposition, DECOMPOSITIONS)
+        require_int(owner, "splits", self.splits, 1)
+        require_choice(owner, "raster", self.raster, RASTERS)
+        require_choice(owner, "max_swizzle", self.max_swizzle, SWIZZLES)
+        require_choice(owner, "reduction", self.reduction, REDUCTIONS)
 
     def kernel_config(self, out_dtype: str = "bfloat16") -> KernelConfig:
         """The compile-time part: what one shared library is built for."""

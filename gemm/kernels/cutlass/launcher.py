@@ -19,9 +19,9 @@ from gemm.kernels.base import GemmFn, UnsupportedProblem
 from gemm.kernels.cutlass import codegen
 from gemm.kernels.cutlass.config import DECOMPOSITION_CODES, RASTER_CODES, REDUCTION_CODES, CutlassParams
 from gemm.kernels.nvcc.library import (BAD_ARGUMENT, CUDA_ERROR, INTERNAL, OK, UNSUPPORTED,  # noqa: F401
-                                       NativeLibrary, tma_ready)
+                                       NativeLibrary, check_call, tma_ready)
 from gemm.kernels.nvcc.library import device_index as device_index_of
-from gemm.problem import GemmInputError, GemmProblem
+from gemm.problem import GemmProblem
 
 #: Largest workspace a launch may ask for (split-K with many splits can want hundreds of MB).
 MAX_WORKSPACE_BYTES = 256 * 2**20
@@ -129,19 +129,9 @@ def make_gemm_fn(library: KernelLibrary, problem: GemmProblem, params: CutlassPa
     library.prepare(device_index)
     out_dtype = problem.torch_out_dtype
     mn_major = params.sfa_major == "mn"
-    a_shape, b_shape = (m, k), (n, k)
-    sa_shape, sb_shape = (m, problem.k_blocks), (problem.n_blocks, problem.k_blocks)
 
     def run(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor) -> torch.Tensor:
-        if a.shape != a_shape or b.shape != b_shape or a_scale.shape != sa_shape or b_scale.shape != sb_shape:
-            raise GemmInputError(
-                f"this kernel was built for a {list(a_shape)}, b {list(b_shape)}, a_scale {list(sa_shape)}, "
-                f"b_scale {list(sb_shape)}; got {list(a.shape)}, {list(b.shape)}, {list(a_scale.shape)}, "
-                f"{list(b_scale.shape)}")
-        if not b_scale.is_contiguous():
-            raise GemmInputError(f"b_scale must be contiguous (row-major), got strides {b_scale.stride()}")
-        if not b.is_contiguous():
-            raise GemmInputError(f"b must be contiguous (row-major [N, K]), got strides {b.stride()}")
+        check_call(problem, a, b, a_scale, b_scale)
         a = tma_ready(a)
         b = tma_ready(b)
         sa = _activation_scales(a_scale, mn_major)

@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from gemm.kernels.base import LaunchError, UnsupportedProblem
+from gemm.problem import GemmInputError, GemmProblem
 
 OK, UNSUPPORTED, BAD_ARGUMENT, CUDA_ERROR, INTERNAL = 0, 1, 2, 3, 4
 STATUS_NAMES = {UNSUPPORTED: "unsupported", BAD_ARGUMENT: "bad argument", CUDA_ERROR: "CUDA error",
@@ -116,3 +117,20 @@ def device_index(device: torch.device | int | str | None, what: str = "these ker
     if device.type != "cuda":
         raise UnsupportedProblem(f"{what} run on CUDA devices, got {device}")
     return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def check_call(problem: GemmProblem, a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor,
+               b_scale: torch.Tensor) -> None:
+    """GemmInputError unless the tensors have ``problem``'s shapes and b, b_scale are contiguous (what a
+    kernel built for ``problem`` can be called with; the op has validated everything else)."""
+    shapes = ((problem.m, problem.k), (problem.n, problem.k), (problem.m, problem.k_blocks),
+              (problem.n_blocks, problem.k_blocks))
+    got = (tuple(a.shape), tuple(b.shape), tuple(a_scale.shape), tuple(b_scale.shape))
+    if got != shapes:
+        raise GemmInputError(
+            f"this kernel was built for a {list(shapes[0])}, b {list(shapes[1])}, a_scale {list(shapes[2])}, "
+            f"b_scale {list(shapes[3])}; got {', '.join(str(list(g)) for g in got)}")
+    if not b.is_contiguous():
+        raise GemmInputError(f"b must be contiguous (row-major [N, K]), got strides {b.stride()}")
+    if not b_scale.is_contiguous():
+        raise GemmInputError(f"b_scale must be contiguous (row-major), got strides {b_scale.stride()}")

@@ -16,14 +16,13 @@ import torch
 
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
-from gemm.kernels.nvcc import jit, toolchain
+from gemm.kernels.nvcc import hopper, jit
 from gemm.kernels.sm90 import codegen, launcher
 from gemm.kernels.sm90.params import (BLOCK_K, BLOCK_N_STEP, CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, MAX_BLOCK_N,
                                       OUT_DTYPES, SM90_SMEM_BYTES, Sm90Params, accumulators_per_thread, overlap_fits,
                                       shared_memory_bytes, stages_that_fit)
 from gemm.problem import GemmProblem
 
-SCALE_BLOCK = 128
 #: BLOCK_N values the tuner tries (every multiple of 16 builds; these cover the useful wave counts).
 SEARCH_BLOCK_NS = (32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208)
 #: Tiles a CTA walks per group in the default order (groups of 8 tiles along M share B tiles in L2).
@@ -59,17 +58,7 @@ class Sm90Backend(Backend):
     # ------------------------------------------------------------------ availability
 
     def unavailable_reason(self, device=None) -> str | None:
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-        capability = torch.cuda.get_device_capability(device)
-        if tuple(capability) != (9, 0):
-            return (f"the Hopper kernel is built for sm_90a (compute capability 9.0); "
-                    f"this device has {capability[0]}.{capability[1]}")
-        try:
-            toolchain.find_toolchain()
-        except BackendUnavailable as exc:
-            return str(exc)
-        return None
+        return hopper.unavailable_reason("the Hopper kernels", device)
 
     # ------------------------------------------------------------------ constraints
 
@@ -78,14 +67,9 @@ class Sm90Backend(Backend):
         p = params
         if not isinstance(p, Sm90Params):
             return f"expected Sm90Params, got {type(p).__name__}"
-        if arch is not None and not arch.is_hopper:
-            return f"the Hopper kernel needs compute capability 9.0; {arch.name} has {arch.compute_capability}"
-        if (problem.block_n, problem.block_k) != (SCALE_BLOCK, SCALE_BLOCK):
-            return f"only 128x128 weight blocks are supported, got {problem.block_n}x{problem.block_k}"
-        if problem.out_dtype not in OUT_DTYPES:
-            return f"output dtype {problem.out_dtype} is not supported; expected one of {list(OUT_DTYPES)}"
-        if problem.k % 16:
-            return f"K={problem.k} must be a multiple of 16 (TMA needs 16-byte rows of A and B)"
+        reason = hopper.problem_reason(problem, arch, "the Hopper kernels", OUT_DTYPES)
+        if reason:
+            return reason
         if problem.n % 8:
             return f"N={problem.n} must be a multiple of 8 (TMA stores 16-byte rows of the output)"
         accumulators = accumulators_per_thread(p.block_m, p.block_n, p.overlap)

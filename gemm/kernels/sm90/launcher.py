@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from gemm.kernels.base import GemmFn
-from gemm.kernels.nvcc.library import OK, NativeLibrary, device_index, tma_ready
+from gemm.kernels.nvcc.library import OK, NativeLibrary, check_call, device_index, tma_ready
 from gemm.kernels.sm90 import codegen
 from gemm.kernels.sm90.params import RASTER_CODES, Sm90Params
-from gemm.problem import GemmInputError, GemmProblem, activation_scale_layout
+from gemm.problem import GemmProblem, activation_scale_layout
 
 
 class RunOptions(ctypes.Structure):
@@ -81,19 +81,9 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     options = run_options(params)
     library.prepare(device_index(device, "Hopper kernels"))
     out_dtype = problem.torch_out_dtype
-    a_shape, b_shape = (m, k), (n, k)
-    sa_shape, sb_shape = (m, problem.k_blocks), (problem.n_blocks, problem.k_blocks)
 
     def run(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor) -> torch.Tensor:
-        if a.shape != a_shape or b.shape != b_shape or a_scale.shape != sa_shape or b_scale.shape != sb_shape:
-            raise GemmInputError(
-                f"this kernel was built for a {list(a_shape)}, b {list(b_shape)}, a_scale {list(sa_shape)}, "
-                f"b_scale {list(sb_shape)}; got {list(a.shape)}, {list(b.shape)}, {list(a_scale.shape)}, "
-                f"{list(b_scale.shape)}")
-        if not b.is_contiguous():
-            raise GemmInputError(f"b must be contiguous (row-major [N, K]), got strides {b.stride()}")
-        if not b_scale.is_contiguous():
-            raise GemmInputError(f"b_scale must be contiguous (row-major), got strides {b_scale.stride()}")
+        check_call(problem, a, b, a_scale, b_scale)
         layout, sfa_ld = activation_scale_layout(a_scale)
         mn_major = layout == "mn_major"
         a = tma_ready(a)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gemm.kernels.base import KernelParams
+from gemm.kernels.base import KernelParams, require_choice, require_int
 
 BLOCK_MS = (64, 128, 256)
 #: BLOCK_N is any multiple of this in [16, 256] (the epilogue stores 16-column boxes).
@@ -87,23 +87,13 @@ def stages_that_fit(block_m: int, block_n: int, out_dtype: str = "bfloat16",
     return best
 
 
-def _require_choice(owner: str, name: str, value, choices) -> None:
-    if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _require_int(owner: str, name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_tile(owner: str, block_m, block_n, stages) -> None:
-    _require_choice(owner, "block_m", block_m, BLOCK_MS)
-    _require_int(owner, "block_n", block_n, BLOCK_N_STEP)
+    require_choice(owner, "block_m", block_m, BLOCK_MS)
+    require_int(owner, "block_n", block_n, BLOCK_N_STEP)
     if block_n % BLOCK_N_STEP or block_n > MAX_BLOCK_N:
         raise ValueError(f"{owner}.block_n must be a multiple of {BLOCK_N_STEP} in [{BLOCK_N_STEP}, {MAX_BLOCK_N}], "
                          f"got {block_n}")
-    _require_int(owner, "stages", stages, 0)
+    require_int(owner, "stages", stages, 0)
     if stages == 1 or stages > MAX_STAGES:
         raise ValueError(f"{owner}.stages must be 0 (as many as fit) or in [2, {MAX_STAGES}], got {stages}")
 
@@ -124,7 +114,7 @@ class KernelConfig:
             raise ValueError(f"KernelConfig.stages must be >= 2, got {self.stages}")
         if not isinstance(self.overlap, bool):
             raise ValueError(f"KernelConfig.overlap must be true/false, got {self.overlap!r}")
-        _require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
+        require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
 
     @property
     def name(self) -> str:
@@ -163,13 +153,13 @@ class Sm90Params(KernelParams):
         _check_tile(owner, self.block_m, self.block_n, self.stages)
         if not isinstance(self.overlap, bool):
             raise ValueError(f"{owner}.overlap must be true/false, got {self.overlap!r}")
-        _require_int(owner, "cluster_m", self.cluster_m, 1)
-        _require_int(owner, "cluster_n", self.cluster_n, 1)
+        require_int(owner, "cluster_m", self.cluster_m, 1)
+        require_int(owner, "cluster_n", self.cluster_n, 1)
         if (self.cluster_m, self.cluster_n) not in CLUSTERS:
             raise ValueError(f"{owner} cluster {self.cluster_m}x{self.cluster_n} is not one of "
                              f"{[f'{m}x{n}' for m, n in CLUSTERS]}")
-        _require_choice(owner, "raster", self.raster, RASTERS)
-        _require_int(owner, "group", self.group, 1)
+        require_choice(owner, "raster", self.raster, RASTERS)
+        require_int(owner, "group", self.group, 1)
 
     def resolved_stages(self, out_dtype: str = "bfloat16") -> int:
         """``stages``, or with 0 the most that fit (0 when none do)."""
