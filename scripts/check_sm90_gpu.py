@@ -210,11 +210,11 @@ SANITIZE_SNIPPET = """
 import sys, torch
 sys.path.insert(0, {root!r})
 from gemm.kernels.sm90.backend import Sm90Backend
-from gemm.kernels.sm90.params import Sm90Params
+from gemm.kernels.sm90.params import Sm90Params, overlap_fits
 from gemm.problem import GemmProblem
 from gemm.quant import random_problem_inputs
 from gemm.reference import reference_matmul, relative_error
-p = Sm90Params(block_m={bm}, block_n={bn}, overlap={bm} * {bn} <= 128 * 128 and {bn} <= 128, cluster_m={cm}, cluster_n={cn})
+p = Sm90Params(block_m={bm}, block_n={bn}, overlap=overlap_fits({bm}, {bn}), cluster_m={cm}, cluster_n={cn})
 problem = GemmProblem({m}, {n}, {k})
 a, b, sa, sb = random_problem_inputs({m}, {n}, {k}, device="cuda")
 if {mn}:

@@ -70,7 +70,8 @@ def render_source(config: KernelConfig) -> str:
     if not isinstance(config, KernelConfig):
         raise ValueError(f"config must be a sm90 KernelConfig, got {type(config).__name__}")
     return _TEMPLATE.format(name=config.name, header=HEADER_NAME, block_m=config.block_m, block_n=config.block_n,
-                            stages=config.stages, overlap="true" if config.overlap else "false", element=_ELEMENTS[config.out_dtype], abi_version=ABI_VERSION)
+                            stages=config.stages, overlap="true" if config.overlap else "false",
+                            element=_ELEMENTS[config.out_dtype], abi_version=ABI_VERSION)
 
 
 def build_spec(config: KernelConfig) -> BuildSpec:

@@ -50,7 +50,8 @@ def cluster_devices(reports: dict, backends: tuple[str, ...] | None, timer: str 
 
     devices = {}
     for name, report in reports.items():
-        usable = usable_of(backends or default_backend_names(), bool(backends), report.unavailable.get, say, device=name)
+        usable = usable_of(backends or default_backend_names(), bool(backends), report.unavailable.get, say,
+                           device=name)
         devices[name] = DeviceSetup(Target(report.arch, name, "cuda", timer_for(timer, gpu=True)), usable)
     return devices
 
