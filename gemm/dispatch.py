@@ -2,15 +2,18 @@
 
 Order:
 
-1. The device's tuned config for (N, K, block shape): the file
-   ``gemm.envs.config_root()/<device_name>/N=..,K=..,device_name=..,dtype=fp8_w8a8,block_shape=[..].json``
-   (``GEMM_CONFIG_DIR`` overrides the root; ``device_name`` is torch's name with
-   spaces replaced by underscores, as engines spell it). The entry at the tuned
-   M nearest to the problem's M is used (ties: the smaller tuned M; see
+1. The device's tuned configs for (N, K, block shape): the file
+   ``<root>/<device_name>/N=..,K=..,device_name=..,dtype=fp8_w8a8,block_shape=[..].json``
+   of each root of ``gemm.envs.config_roots()``: the user config directory
+   (``GEMM_CONFIG_DIR``, else ``~/.local/share/gemm/tuned_configs``), then the
+   configs shipped with gemm (``device_name`` is torch's name with spaces
+   replaced by underscores, as engines spell it). Their entries are pooled per
+   tuned M, the user directory's winning where both have one, and the entry at
+   the tuned M nearest to the problem's M is used (ties: the smaller tuned M; see
    ``gemm.configs.nearest_entry``). When that entry cannot run here (unknown or
    unavailable backend, params its backend rejects, or its ``check`` refuses the
    problem, e.g. a cuBLAS entry at an M cuBLAS cannot do), the next-nearest
-   entry of the same file is tried, and so on.
+   entry is tried, and so on.
 2. The Triton backend's documented heuristic (``TritonBackend.default_params``).
 
 Each reason to leave the tuned path is reported once per process as a
@@ -34,8 +37,9 @@ import torch
 
 from gemm import envs
 from gemm.arch import ArchSpec, detect_arch, interpreter_arch
-from gemm.configs import ConfigError, ConfigWarning, config_path, find_config, forget_cached, ranked_entries
+from gemm.configs import ConfigError, ConfigWarning, config_path, find_configs, forget_cached
 from gemm.configs.schema import ConfigEntry
+from gemm.configs.store import rank_ms
 from gemm.kernels import get_backend
 from gemm.kernels.base import Backend, GemmFn, KernelParams
 from gemm.problem import GemmInputError, GemmProblem
@@ -93,27 +97,49 @@ def _entry_choice(entry: ConfigEntry, problem: GemmProblem, arch: ArchSpec,
     return (backend, params), None
 
 
+def _pooled_entries(found) -> dict[int, tuple[ConfigEntry, Path]]:
+    """Every usable file's entries by tuned M, the first root's entry winning where several have one."""
+    pooled: dict[int, tuple[ConfigEntry, Path]] = {}
+    for path, config in found:
+        if not isinstance(config, ConfigError):
+            for tuned_m, entry in config.entries.items():
+                pooled.setdefault(tuned_m, (entry, path))
+    return pooled
+
+
+def _missing_message(problem: GemmProblem, device_name: str, block: tuple[int, int], roots) -> str:
+    looked = [config_path(root, device_name, problem.n, problem.k, block) for root in roots]
+    files = [str(root) for root in roots if root.exists() and not root.is_dir()]
+    return (f"no tuned config for N={problem.n} K={problem.k} block_shape={list(block)} on {device_name}: "
+            f"looked for {' and '.join(map(str, looked))}"
+            + (f" ({', '.join(files)} is a file, not a config directory)" if files else "")
+            + f". Using the Triton heuristic; tune this shape on this GPU with "
+            f"`gemm tune --shape {problem.n},{problem.k}`, or point GEMM_CONFIG_DIR at a directory "
+            f"holding {device_name}/ configs")
+
+
 def tuned_choice(problem: GemmProblem, arch: ArchSpec, device: torch.device | None = None,
                  root: Path | None = None) -> tuple[Backend, KernelParams] | None:
-    """(backend, params) from the tuned config of ``arch``'s device for ``problem``, or None (warned once why)."""
+    """(backend, params) from the tuned configs of ``arch``'s device for ``problem`` (under ``root`` alone when
+    given, else every root of ``gemm.envs.config_roots()``), or None (warned once why)."""
     device_name = arch.config_device_name
     block = (problem.block_n, problem.block_k)
-    path = config_path(root if root is not None else envs.config_root(), device_name, problem.n, problem.k, block)
-    try:
-        config = find_config(device_name, problem.n, problem.k, block, root)
-    except ConfigError as exc:
-        _warn_once(("corrupt", str(path)),
-                   f"ignoring a tuned config that cannot be used: {exc}. Using the Triton heuristic; "
-                   f"check the file with `gemm validate {path}`")
-        return None
-    if config is None:
+    roots = (Path(root),) if root is not None else envs.config_roots()
+    found = find_configs(device_name, problem.n, problem.k, block, roots)
+    for path, config in found:
+        if isinstance(config, ConfigError):
+            _warn_once(("corrupt", str(path)),
+                       f"ignoring a tuned config that cannot be used: {config}. Using the other tuned configs "
+                       f"or the Triton heuristic; check the file with `gemm validate {path}`")
+    if not found:
         _warn_once(("missing", device_name, problem.n, problem.k, block),
-                   f"no tuned config for N={problem.n} K={problem.k} block_shape={list(block)} on {device_name}: "
-                   f"looked for {path}. Using the Triton heuristic; tune this shape on this GPU with "
-                   f"`gemm tune --shape {problem.n},{problem.k}`, or point GEMM_CONFIG_DIR at a directory "
-                   f"holding {device_name}/ configs")
+                   _missing_message(problem, device_name, block, roots))
         return None
-    for tuned_m, entry in ranked_entries(config, problem.m):
+    pooled = _pooled_entries(found)
+    if not pooled:
+        return None  # every file found is unusable, and each has said so
+    for tuned_m in rank_ms(pooled, problem.m):
+        entry, path = pooled[tuned_m]
         choice, reason = _entry_choice(entry, problem, arch, device)
         if choice is not None:
             return choice
@@ -121,8 +147,9 @@ def tuned_choice(problem: GemmProblem, arch: ArchSpec, device: torch.device | No
         _warn_once(("entry", str(path), tuned_m),
                    f"tuned config {path}: the entry for M={tuned_m} ({entry.backend}) cannot run {problem} here: "
                    f"{reason}; trying the next-nearest tuned M (not repeated for this entry)")
-    _warn_once(("unusable", str(path)),
-               f"tuned config {path}: no entry can run on this device (first seen for {problem}); "
+    paths = ", ".join(sorted({str(path) for _, path in pooled.values()}))
+    _warn_once(("unusable", paths),
+               f"tuned config {paths}: no entry can run on this device (first seen for {problem}); "
                f"using the Triton heuristic")
     return None
 

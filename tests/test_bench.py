@@ -94,7 +94,7 @@ def test_options_parse_into_what_to_time():
 @pytest.mark.parametrize("options, expected", [
     (["--m", "0"], "--m expects comma-separated positive integers"),
     (["--shape", "7168"], "--shape expects N,K"),
-    (["--time-limit", "0"], "--time-limit must be a positive number of seconds"),
+    (["--time-limit", "0"], "argument --time-limit: expected a finite number > 0 (seconds)"),
     (["--report", "H200=x", "--m", "16"], "--report summarizes earlier runs; it takes no --m"),
 ])
 def test_bad_options_exit_2_with_a_message(options, expected, capsys, tmp_path):

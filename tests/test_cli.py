@@ -159,7 +159,7 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys, monkeypatch):
     assert main(["tune", "--interpret", "--backends", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown backend" in capsys.readouterr().err
     assert main(["tune", "--interpret", "--workers", "-1", "--out", str(tmp_path)]) == 2
-    assert "--workers must be >= 0" in capsys.readouterr().err
+    assert "argument --workers: expected an integer >= 0" in capsys.readouterr().err
     assert main(["tune", "--interpret", "--budget", "0", "--out", str(tmp_path)]) == 2
     assert "budget" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from gemm.configs import (
-    ENGINE_KEYS, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance, config_filename,
+    ENGINE_KEYS, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, KeptEntriesWarning, Provenance, config_filename,
     export_config, import_config, load_config_file, nearest_entry, validate_config_file, write_config,
 )
 
@@ -87,8 +87,8 @@ def test_export_substitutes_what_engines_cannot_run(tmp_path):
         out = export_config(src, "vllm", tmp_path / "vllm")
     message = str(record[0].message)
     assert len(record) == 1
-    assert "M=1: triton entry uses split_k=4; exported its recorded plain Triton alternative" in message
-    assert "M=8: triton entry uses use_tma=True, persistent=True; exported the same tile without them" in message
+    assert "M=1: triton entry uses split_k; exported its recorded plain Triton alternative" in message
+    assert "M=8: triton entry uses use_tma, persistent; exported the same tile without them" in message
     assert "M=64: cutlass entry has no Triton equivalent; left out" in message
     assert "M=256: cublas entry; exported its recorded plain Triton alternative" in message
     doc = json.loads(out.read_text())
@@ -110,7 +110,7 @@ def test_export_treats_any_new_kernel_field_as_a_feature_engines_lack(tmp_path, 
     monkeypatch.setattr(engines, "_triton_params_type", lambda: ParamsWithSwizzle)
     src = native(tmp_path, {1: ConfigEntry("triton", {**triton_params(16), "swizzle": 2}, 5.0),
                             64: ConfigEntry("triton", {**triton_params(64), "swizzle": 0}, 9.0)})
-    with pytest.warns(ConfigWarning, match="M=1: triton entry uses swizzle=2; exported the same tile without them"):
+    with pytest.warns(ConfigWarning, match="M=1: triton entry uses swizzle; exported the same tile without them"):
         out = export_config(src, "vllm", tmp_path / "vllm")
     assert json.loads(out.read_text()) == {"1": engine(16, 128), "64": engine(64, 128)}
 
@@ -156,11 +156,18 @@ def test_import_merges_into_an_existing_native_file(tmp_path):
         provenance=MEASURED, entries={2048: ConfigEntry("cublas", {}, 100.0), 64: ConfigEntry("cublas", {}, 9.0)}))
     src = tmp_path / VLLM_NAME
     src.write_text(json.dumps(ENGINE_DOC))
-    assert import_config(src, tmp_path / "root") == native_path
+    with pytest.warns(KeptEntriesWarning, match=r"kept 1 measured entry \(M=64\) over the imported ones"):
+        assert import_config(src, tmp_path / "root") == native_path
     config = load_config_file(native_path)
     assert sorted(config.entries) == [1, 8, 64, 1024, 2048]
     assert config.entries[2048].backend == "cublas" and config.provenance_of(2048).kind == "measured"
+    assert config.entries[64].backend == "cublas" and config.provenance_of(64).kind == "measured"  # kept
+    assert config.provenance_of(1).kind == "imported"
+
+    assert import_config(src, tmp_path / "root", force=True) == native_path  # --force: imported replaces
+    config = load_config_file(native_path)
     assert config.entries[64].backend == "triton" and config.provenance_of(64).kind == "imported"
+    assert config.entries[2048].backend == "cublas" and config.provenance_of(2048).kind == "measured"
 
 
 def test_import_drops_keys_our_kernel_does_not_take(tmp_path):

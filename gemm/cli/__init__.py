@@ -1,6 +1,4 @@
-"""The ``gemm`` command line.
-
-::
+"""The gemm command line.
 
     gemm tune [--preset deepseek-v3-tp8 | --shape N,K ...] [--m 1,16,...] [--m-extra 8192]
               [--backends triton,cutlass,cublas] [--out DIR] [--resume] [--interpret]
@@ -22,16 +20,30 @@
     gemm bench --report DEVICE=DIR... [--out DIR]
                                            the performance report of earlier bench runs (no GPU)
 
-Exit codes: 0 success, 1 failure (invalid file, unexpected error), 2 usage
-error or nothing to run on (e.g. ``gemm tune`` or ``gemm bench`` without a
-GPU), 3 ``tune`` or ``bench`` stopped at ``--time-limit`` (``tune``: continue
-with ``--resume``), 130 interrupted.
+Tuned configs are written to, and read first from, the user config directory
+(GEMM_CONFIG_DIR, else $XDG_DATA_HOME/gemm/tuned_configs or
+~/.local/share/gemm/tuned_configs); the configs shipped with gemm are read after it.
+
+Exit codes: 0 success, 1 failure (invalid file, an OS error such as a full disk),
+2 usage error or nothing to run on (e.g. gemm tune or gemm bench without a GPU),
+3 tune or bench stopped at --time-limit (tune: continue with --resume),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from gemm.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line naming the option, with where to read more."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from gemm.cli import bench, configs, model, results, tune
 
-    parser = argparse.ArgumentParser(prog="gemm", description="Block-scaled FP8 GEMM toolkit",
+    parser = Parser(prog="gemm", description="Block-scaled FP8 GEMM toolkit",
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     tune.add_parsers(sub)
     configs.add_parsers(sub)
     results.add_parsers(sub)
@@ -54,14 +66,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one ``gemm`` command; returns its exit code."""
-    args = build_parser().parse_args(argv)
-    if getattr(args, "interpret", False):
-        from gemm import envs
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush into a closed pipe says nothing."""
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), sys.stdout.fileno())
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one ``gemm`` command; returns its exit code.
+
+    A reader that stops early (``gemm presets | head``) ends the command quietly; an OS error the command
+    did not handle itself (a full disk, a path that cannot be written) is one line naming the path, exit 1.
+    """
+    from gemm import envs
+    from gemm.cli.checks import os_error_line
+    from gemm.cli.common import say
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        envs.check_environment()
+    except envs.EnvError as exc:
+        say(f"gemm {args.command}: {exc}")
+        return EXIT_USAGE
+    if getattr(args, "interpret", False):
         envs.use_triton_interpreter()  # before anything imports a Triton kernel
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_ERROR
+    except OSError as exc:
+        say(os_error_line(args.command, exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        say(f"gemm {args.command}: interrupted")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

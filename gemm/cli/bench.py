@@ -8,8 +8,8 @@ A run writes ``OUT/bench_rows.csv``, ``OUT/bench_best.csv``, ``OUT/ceilings.json
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
+from gemm.cli.checks import number, output_dir
 from gemm.cli.common import EXIT_ERROR, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, UsageError, m_grid, say, shapes
 from gemm.tuner.presets import DEFAULT_PRESET, PRESETS
 
@@ -40,7 +40,7 @@ def add_parsers(sub) -> None:
     out.add_argument("--out", default="bench_out", metavar="DIR",
                      help="directory for the CSVs, performance.md and performance/ (default bench_out/)")
     out.add_argument("--no-plots", action="store_true", help="no PNG plots (no matplotlib needed)")
-    out.add_argument("--time-limit", type=float, metavar="S",
+    out.add_argument("--time-limit", type=number(0, inclusive=False, what="seconds"), metavar="S",
                      help="start no point after about S seconds (exit 3); what was timed is written")
     out.add_argument("--report", nargs="+", metavar="DEVICE=DIR",
                      help="no GPU work: write OUT/performance.md (and plots) from earlier runs, one section per "
@@ -88,11 +88,15 @@ def run_report(args) -> int:
         except ValueError as exc:
             say(f"gemm bench: argument {arg!r}: {exc}")
             return EXIT_USAGE
+    try:
+        out = output_dir(args.out, "--out")
+    except UsageError as exc:
+        say(f"gemm bench: {exc}")
+        return EXIT_USAGE
     labels = [d.label for d in devices]
     if len({slug(label) for label in labels}) != len(labels):
         say(f"gemm bench: device labels must differ (also as file names), got {', '.join(labels)}")
         return EXIT_USAGE
-    out = Path(args.out)
     command = shlex.join(["gemm", "bench", "--report", *args.report, "--out", str(out)]
                          + (["--no-plots"] if args.no_plots else []))
     path, pictures = write_report(devices, out, command, _plots_wanted(args))
@@ -122,8 +126,7 @@ def run_bench(args) -> int:
     try:
         swept = shapes(args, args.preset)
         grid = m_grid(args)
-        if args.time_limit is not None and args.time_limit <= 0:
-            raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+        out = output_dir(args.out, "--out")
     except UsageError as exc:
         say(f"gemm bench: {exc}")
         return EXIT_USAGE
@@ -136,7 +139,6 @@ def run_bench(args) -> int:
     from gemm.bench.report import report_run
     from gemm.bench.run import BenchSettings, console_summary, run_bench as bench
 
-    out = Path(args.out)
     plots = _plots_wanted(args)
     settings = BenchSettings(tuple((s.n, s.k) for s in swept), grid, out, tuned=True, sweep=args.triton_sweep,
                              cutlass=args.cutlass, time_limit_s=args.time_limit, command=_command(args))

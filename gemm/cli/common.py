@@ -21,10 +21,18 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def name_list(text: str | None) -> tuple[str, ...] | None:
-    """``"triton, cublas"`` -> ("triton", "cublas"); None for no option or an empty list."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
-    return names or None
+def name_list(text: str | None, option: str = "--backends") -> tuple[str, ...] | None:
+    """``"triton, cublas"`` -> ("triton", "cublas"); None when the option is not given.
+
+    UsageError naming ``option`` for an empty list or an empty name (``","``, ``"triton,,cublas"``).
+    """
+    if text is None:
+        return None
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise UsageError(f"{option} expects comma-separated names without empty ones (e.g. triton,cublas), "
+                         f"got {text!r}")
+    return names
 
 
 def m_grid(args, interpret: bool = False) -> tuple[int, ...]:

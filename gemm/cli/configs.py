@@ -5,7 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from gemm.cli.checks import count, output_dir
+from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError
 from gemm.cli.common import say as _say
 
 
@@ -25,6 +26,9 @@ def add_parsers(sub) -> None:
     p.add_argument("src", nargs="+", metavar="SRC", help="engine config files or directories")
     p.add_argument("--out", required=True, metavar="DST", help="config root to write <device_name>/ files under")
     p.add_argument("--arch", help="GPU short name (e.g. H100) when the device name is not a known one")
+    p.add_argument("--force", action="store_true",
+                   help="imported entries replace measured ones at the same M (default: measured beats "
+                        "imported beats predicted, and what was kept is said)")
     p.set_defaults(handler=run_import)
 
     p = sub.add_parser("validate", help="check config files; exit 1 if any is invalid")
@@ -33,9 +37,11 @@ def add_parsers(sub) -> None:
     p.set_defaults(handler=run_validate)
 
     p = sub.add_parser("build", help="compile the C++ kernels (CUTLASS, sm90) that config files name")
-    p.add_argument("--configs", action="append", metavar="DIR", help="config directory (default: GEMM_CONFIG_DIR)")
+    p.add_argument("--configs", action="append", metavar="DIR",
+                   help="config directory (default: the directories the op reads, the user config directory "
+                        "and the shipped configs)")
     p.add_argument("--config", action="append", metavar="FILE", help="one config file (repeatable)")
-    p.add_argument("--jobs", type=int, help="parallel nvcc processes (default GEMM_BUILD_JOBS)")
+    p.add_argument("--jobs", type=count(1, "nvcc processes"), help="parallel nvcc processes (default GEMM_BUILD_JOBS)")
     p.set_defaults(handler=run_build)
 
 
@@ -101,7 +107,8 @@ def _convert_each(command: str, sources, convert) -> int:
             try:
                 written = convert(path)
             except (ConfigError, ValueError) as exc:
-                _say(f"gemm {command}: {path}: {exc}")
+                message = str(exc)
+                _say(f"gemm {command}: {message if message.startswith(str(path)) else f'{path}: {message}'}")
                 failed = True
                 continue
         print(f"{path} -> {written}")
@@ -110,18 +117,33 @@ def _convert_each(command: str, sources, convert) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def _out_dir(command: str, args) -> Path | None:
+    try:
+        return output_dir(args.out, "--out")
+    except UsageError as exc:
+        _say(f"gemm {command}: {exc}")
+        return None
+
+
 def run_export(args) -> int:
     """Native config files -> vLLM / SGLang Triton config files under ``--out``."""
     from gemm.configs import export_config
 
-    return _convert_each("export", args.src, lambda path: export_config(path, args.format, Path(args.out)))
+    out = _out_dir("export", args)
+    if out is None:
+        return EXIT_USAGE
+    return _convert_each("export", args.src, lambda path: export_config(path, args.format, out))
 
 
 def run_import(args) -> int:
-    """vLLM / SGLang Triton config files -> native files under ``--out/<device_name>/``."""
+    """vLLM / SGLang Triton config files -> native files under ``--out/<device_name>/``; measured entries there
+    are kept over imported ones unless ``--force``, and the kept ones are listed."""
     from gemm.configs import import_config
 
-    return _convert_each("import", args.src, lambda path: import_config(path, Path(args.out), args.arch))
+    out = _out_dir("import", args)
+    if out is None:
+        return EXIT_USAGE
+    return _convert_each("import", args.src, lambda path: import_config(path, out, args.arch, args.force))
 
 
 def run_validate(args) -> int:
@@ -159,7 +181,7 @@ def run_build(args) -> int:
 
     paths = list(args.config or []) + list(args.configs or [])
     if not paths:
-        paths = [str(envs.config_root())]
+        paths = [str(root) for root in envs.config_roots() if root.is_dir()]
     try:
         families = [("CUTLASS", cutlass_aot, cutlass_aot.kernel_configs_in_config_files(paths)),
                     ("Hopper (sm90)", sm90_aot, sm90_aot.kernel_configs_in_config_files(paths))]

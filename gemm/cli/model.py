@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import warnings
 from pathlib import Path
 
-from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, m_grid, shapes
+from gemm.cli.checks import input_file, output_dir, output_file
+
+from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, m_grid, name_list, shapes
 from gemm.cli.common import say as _say
 from gemm.tuner.presets import DEFAULT_PRESET, PRESETS
 
@@ -24,14 +27,19 @@ def add_parsers(sub) -> None:
     p.add_argument("--m-extra", metavar="LIST", help="M values added to the grid, e.g. 8192")
     p.add_argument("--backends", metavar="LIST", help="subset of triton,cutlass,cublas (default all)")
     p.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--out", metavar="DIR", help="config root: files go to DIR/<device_name>/ (default: where "
-                                                "the op looks, GEMM_CONFIG_DIR or the shipped tuned_configs/)")
+    p.add_argument("--out", metavar="DIR", help="config root: files go to DIR/<device_name>/ (default: the user "
+                                                "config directory the op reads first, GEMM_CONFIG_DIR or "
+                                                "~/.local/share/gemm/tuned_configs)")
     p.add_argument("--model", metavar="PATH", help="coefficients file (default: the one shipped with gemm)")
+    p.add_argument("--force", action="store_true",
+                   help="predicted entries replace measured and imported ones at the same M (default: kept, and said)")
     p.set_defaults(handler=run_predict)
 
     p = sub.add_parser("fit", help="fit the cost model's coefficients to results logs")
     p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl or .jsonl.gz) of gemm tune")
-    p.add_argument("--out", metavar="PATH", help="coefficients file to write (default: the one shipped with gemm)")
+    p.add_argument("--out", metavar="PATH", help="coefficients file to write (default: coefficients.json in the "
+                                                 "user data directory, ~/.local/share/gemm; use it with "
+                                                 "gemm predict --model PATH)")
     p.add_argument("--version", help="version tag stored in predicted configs (default from GPUs and date)")
     p.add_argument("--cross-validate", action="store_true",
                    help="also score leave-one-shape-out fits (one fit per shape: slower)")
@@ -45,9 +53,9 @@ def _backends(args) -> tuple[str, ...]:
 
     if not args.backends:
         return PREDICTABLE_BACKENDS
-    names = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    names = name_list(args.backends, "--backends")
     unknown = [b for b in names if b not in PREDICTABLE_BACKENDS]
-    if unknown or not names:
+    if unknown:
         raise ValueError(f"--backends: expected a comma-separated subset of {list(PREDICTABLE_BACKENDS)}, "
                          f"got {args.backends!r}")
     return names
@@ -70,21 +78,26 @@ def run_predict(args) -> int:
         return EXIT_USAGE
     try:
         swept, grid, backends = shapes(args, args.preset), m_grid(args), _backends(args)
-        model = load_model(args.model)
+        out_root = output_dir(args.out, "--out") if args.out else envs.config_root()
+        model = load_model(input_file(args.model, "--model") if args.model else None)
     except (ValueError, OSError) as exc:
         _say(f"gemm predict: {exc}")
         return EXIT_USAGE
-    out_root = Path(args.out) if args.out else envs.config_root()
     _say(f"gemm predict: {len(swept)} shapes x {len(grid)} M for {arch.device_name} "
          f"({arch.num_sms} SMs, {arch.fp8_tflops:g} FP8 TFLOPS, {arch.hbm_tbps:g} TB/s) with model {model.version}")
     records, written = [], []
     for shape in swept:
         predictions = predict_shape(shape, grid, arch, model, backends, args.out_dtype)
-        try:
-            path = write_predicted_config(out_root, arch, shape, predictions, model, args.out_dtype)
-        except (ConfigError, OSError) as exc:
-            _say(f"gemm predict: N={shape.n} K={shape.k}: {exc}")
-            return EXIT_ERROR
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                path = write_predicted_config(out_root, arch, shape, predictions, model, args.out_dtype,
+                                              force=args.force)
+            except ConfigError as exc:
+                _say(f"gemm predict: N={shape.n} K={shape.k}: {exc}")
+                return EXIT_ERROR
+        for warning in caught:
+            _say(f"gemm predict: {warning.message}")
         if path is None:
             _say(f"gemm predict: N={shape.n} K={shape.k}: no backend can run this shape on {arch.name}; no file")
             continue
@@ -99,11 +112,13 @@ def run_predict(args) -> int:
 
 def run_fit(args) -> int:
     """Fit the model's coefficients to results logs and write them (with quality numbers) to ``--out``."""
+    from gemm import envs
     from gemm.configs.store import atomic_write_json
     from gemm.tuner.model.fit import cross_validate, fit_model, load_observations, quality_of, summarize
-    from gemm.tuner.model.fitted import COEFFICIENTS_PATH, MODEL_FAMILY
+    from gemm.tuner.model.fitted import MODEL_FAMILY
 
     try:
+        out = output_file(args.out, "--out") if args.out else envs.user_data_dir() / "coefficients.json"
         observations = load_observations(args.logs)
     except (OSError, ValueError) as exc:
         _say(f"gemm fit: {exc}")
@@ -129,10 +144,10 @@ def run_fit(args) -> int:
         quality[f"check:{Path(path).name}"] = summarize(model, held_out).to_json()
     if len(args.check or []) > 1:  # e.g. every sweep of another GPU: one score over all their points
         quality["check:all"] = summarize(model, load_observations(args.check)).to_json()
-    out = Path(args.out) if args.out else COEFFICIENTS_PATH
     document = model.to_json([Path(p).name for p in args.logs], quality)
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, document)
     print(json.dumps({"version": version, "quality": quality}, indent=2))
-    print(f"coefficients written to {out}")
+    print(f"coefficients written to {out}; predict with them: gemm predict --model {out} ...")
     return EXIT_OK
 

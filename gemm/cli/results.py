@@ -11,24 +11,24 @@ that log's rows replace the earlier ones).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, say
+from gemm.cli.checks import number, output_dir
+from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, say
 from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
 
 
 def add_parsers(sub) -> None:
     """Register ``plot``, ``compare`` and ``select``."""
     p = sub.add_parser("plot", help="PNG charts from results logs")
-    p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl) written by gemm tune")
+    p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl or .jsonl.gz) written by gemm tune")
     p.add_argument("--out", default="plots", metavar="DIR", help="directory for the PNG files (default plots/)")
     p.set_defaults(handler=run_plot)
 
     p = sub.add_parser("compare", help="pruned search's picks vs an exhaustive search's best")
     p.add_argument("pruned", metavar="PRUNED_LOG")
     p.add_argument("exhaustive", metavar="EXHAUSTIVE_LOG")
-    p.add_argument("--tie", type=float, default=0.02, metavar="F")
-    p.add_argument("--target", type=float, default=0.97, metavar="F",
+    p.add_argument("--tie", type=number(0), default=0.02, metavar="F")
+    p.add_argument("--target", type=number(0, inclusive=False), default=0.97, metavar="F",
                    help="exit 1 if any point's ratio is below this (default 0.97)")
     p.set_defaults(handler=run_compare)
 
@@ -36,7 +36,7 @@ def add_parsers(sub) -> None:
     p.add_argument("logs", nargs="+", metavar="LOG",
                    help="results logs (.jsonl or .jsonl.gz) of one device; a later log's timed points replace")
     p.add_argument("--out", required=True, metavar="DIR", help="config root: files go to DIR/<device_name>/")
-    p.add_argument("--tie", type=float, default=DEFAULT_TIE_FRACTION, metavar="F",
+    p.add_argument("--tie", type=number(0), default=DEFAULT_TIE_FRACTION, metavar="F",
                    help="times within this fraction are ties, resolved towards fewer distinct configs")
     p.set_defaults(handler=run_select)
 
@@ -48,12 +48,10 @@ def run_select(args) -> int:
     from gemm.tuner.results.log import LogFormatError, LogMismatchError, merge_logs
     from gemm.tuner.results.select import select
 
-    if args.tie < 0:
-        say(f"gemm select: --tie must be >= 0, got {args.tie}")
-        return EXIT_USAGE
     try:
+        out = output_dir(args.out, "--out")
         header, rows = merge_logs(args.logs)
-    except (LogFormatError, LogMismatchError) as exc:
+    except (UsageError, LogFormatError, LogMismatchError) as exc:
         say(f"gemm select: {exc}")
         return EXIT_USAGE
     choices = select(rows, args.tie)
@@ -61,7 +59,7 @@ def run_select(args) -> int:
     failed = False
     for (n, k), per_m in sorted(choices.items()):
         try:
-            path = write_choices(Path(args.out), header.device_name, header.arch, n, k, per_m, header.out_dtype,
+            path = write_choices(out, header.device_name, header.arch, n, k, per_m, header.out_dtype,
                                  header.block_shape, provenance)
         except ConfigError as exc:
             say(f"gemm select: N={n} K={k}: {exc}")
@@ -114,17 +112,25 @@ def run_plot(args) -> int:
         print("gemm plot: matplotlib is not installed; install the plot extra: pip install 'gemm[plot]'",
               file=sys.stderr)
         return EXIT_USAGE
-    rows = []
+    try:
+        out = output_dir(args.out, "--out")
+    except UsageError as exc:
+        say(f"gemm plot: {exc}")
+        return EXIT_USAGE
+    rows, devices = [], []
     for raw in args.logs:
         try:
-            rows += read_log(raw)[1]
+            header, log_rows = read_log(raw)
         except (OSError, LogFormatError) as exc:
-            print(f"gemm plot: cannot read {raw}: {exc}", file=sys.stderr)
+            say(f"gemm plot: cannot read {raw}: {exc}")
             return EXIT_USAGE
+        rows += log_rows
+        if header.device_name not in devices:
+            devices.append(header.device_name)
     best = best_per_backend(rows)
     if not best:
-        print("gemm plot: the logs hold no carefully timed (FINAL, OK) rows to plot", file=sys.stderr)
+        say("gemm plot: the logs hold no carefully timed (FINAL, OK) rows to plot")
         return EXIT_ERROR
-    tflops, winners = write_plots(best, Path(args.out))
+    tflops, winners = write_plots(best, out, " + ".join(devices))
     print(f"wrote {tflops} and {winners}")
     return EXIT_OK

@@ -9,8 +9,8 @@ hand back a ``TuneOutcome`` that is printed here.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from gemm.cli.checks import count, number, os_error_line, output_dir, output_file
 from gemm.cli.common import (
     EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, m_grid, name_list, say, shapes,
 )
@@ -39,8 +39,8 @@ def add_parsers(sub) -> None:
     what.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     where = p.add_argument_group("output")
     where.add_argument("--out", default=None, metavar="DIR",
-                       help="config root: files go to DIR/<device_name>/ (default: where the op looks, "
-                            "GEMM_CONFIG_DIR or the shipped tuned_configs/)")
+                       help="config root: files go to DIR/<device_name>/ (default: the user config directory "
+                            "the op reads first, GEMM_CONFIG_DIR or ~/.local/share/gemm/tuned_configs)")
     where.add_argument("--log", metavar="PATH",
                        help="results log (default DIR/logs/tune-<device>-<space hash>.jsonl)")
     where.add_argument("--resume", action="store_true",
@@ -54,20 +54,21 @@ def add_parsers(sub) -> None:
                              "is built: " + ", ".join(f"{k} ({'keep all' if v is None else f'best {v}'})"
                                                       for k, v in PRUNE_LEVELS.items())
                              + f" (default {DEFAULT_PRUNE_LEVEL})")
-    search.add_argument("--budget", type=int, default=None, metavar="N",
+    search.add_argument("--budget", type=count(1, "candidates"), default=None, metavar="N",
                         help="candidates per backend and point after the cost model's ranking (overrides --prune)")
-    search.add_argument("--keep", type=int, default=4, metavar="N",
+    search.add_argument("--keep", type=count(1, "finalists"), default=4, metavar="N",
                         help="finalists per backend and point timed carefully after screening (default 4)")
-    search.add_argument("--screen-margin", type=float, default=0.25, metavar="F",
+    search.add_argument("--screen-margin", type=number(0), default=0.25, metavar="F",
                         help="finalists must screen within this fraction of their backend's best (default 0.25)")
     search.add_argument("--exhaustive", action="store_true",
                         help="no pruning: build, verify and carefully time every valid candidate")
-    search.add_argument("--tie", type=float, default=DEFAULT_TIE_FRACTION, metavar="F",
+    search.add_argument("--tie", type=number(0, what="a fraction of the fastest time"),
+                        default=DEFAULT_TIE_FRACTION, metavar="F",
                         help="times within this fraction are ties, resolved towards fewer distinct configs")
     run = p.add_argument_group("running")
     run.add_argument("--interpret", action="store_true",
                      help="tiny sweep on the CPU through the Triton interpreter (checks the tool, not a GPU)")
-    run.add_argument("--workers", type=int, metavar="N",
+    run.add_argument("--workers", type=count(0, "0: evaluate in this process"), metavar="N",
                      help="worker processes (default: CPUs - 1 on a GPU, 1 with --interpret; 0: in-process)")
     run.add_argument("--gpus", metavar="all|N|LIST",
                      help="one worker process per GPU of this machine: 'all', the first N, or indices like 0,1,3 "
@@ -76,14 +77,15 @@ def add_parsers(sub) -> None:
     run.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                      help="tune on a Ray cluster (optional extra 'ray'), one task with one GPU per (shape, "
                           "backend); ADDRESS defaults to RAY_ADDRESS or a new local Ray instance")
-    run.add_argument("--timeout", type=float, default=120.0, metavar="S",
+    run.add_argument("--timeout", type=number(0, inclusive=False, what="seconds"), default=120.0, metavar="S",
                      help="seconds a built candidate may run (incl. Triton's JIT compile) before it is "
                           "killed as TIMEOUT (default 120)")
-    run.add_argument("--build-timeout", type=float, default=900.0, metavar="S",
+    run.add_argument("--build-timeout", type=number(0, inclusive=False, what="seconds"), default=900.0,
+                     metavar="S",
                      help="seconds a candidate may take to build (default 900)")
-    run.add_argument("--time-limit", type=float, metavar="S",
+    run.add_argument("--time-limit", type=number(0, inclusive=False, what="seconds"), metavar="S",
                      help="stop after about S seconds (exit 3); continue later with --resume")
-    run.add_argument("--seed", type=int, help="seed of the random verification data (default: fresh)")
+    run.add_argument("--seed", type=count(0), help="seed of the random verification data (default: fresh)")
     run.add_argument("--no-prebuild", action="store_true",
                      help="do not compile CUTLASS kernels ahead of the sweep")
     run.add_argument("--timer", metavar="MODULE:CLASS",
@@ -102,10 +104,15 @@ def settings_from_args(args):
     from gemm.tuner.search.space import PruneSettings
     from gemm.tuner.settings import TuneSettings
 
-    if args.workers is not None and args.workers < 0:
-        raise UsageError(f"--workers must be >= 0 (0: evaluate in this process), got {args.workers}")
-    if args.time_limit is not None and args.time_limit <= 0:
-        raise UsageError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    from gemm.tuner.timing import timer_class
+
+    if args.timer is not None:
+        try:
+            timer_class(args.timer)
+        except ValueError as exc:
+            raise UsageError(f"--timer: {exc}") from None
+    out_root = output_dir(args.out, "--out") if args.out else output_dir(config_root(), "the user config directory")
+    log_path = output_file(args.log, "--log") if args.log else None
     if args.interpret and not (args.shape or args.preset):
         swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)  # small enough to interpret
     else:
@@ -117,10 +124,10 @@ def settings_from_args(args):
     else:
         budget = PRUNE_LEVELS[args.prune or DEFAULT_PRUNE_LEVEL]
     return TuneSettings(
-        shapes=swept, m_grid=m_grid(args, args.interpret), out_root=Path(args.out) if args.out else config_root(),
-        backends=name_list(args.backends), out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
+        shapes=swept, m_grid=m_grid(args, args.interpret), out_root=out_root,
+        backends=name_list(args.backends, "--backends"), out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
         keep=None if args.exhaustive else args.keep, screen_margin=args.screen_margin, tie=args.tie,
-        interpret=args.interpret, timer=args.timer, log_path=Path(args.log) if args.log else None,
+        interpret=args.interpret, timer=args.timer, log_path=log_path,
         resume=args.resume, workers=args.workers, timeouts=Timeouts(build_s=args.build_timeout, run_s=args.timeout),
         time_limit_s=args.time_limit,
         seed=args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little"),
@@ -173,12 +180,18 @@ def run_tune(args) -> int:
     except ValueError as exc:  # UsageError, SetupError (RayUnavailable too), LogMismatchError, bad values
         say(f"gemm tune: {exc}")
         return EXIT_USAGE
+    except OSError as exc:  # the results log cannot be made
+        say(os_error_line("tune", exc))
+        return EXIT_ERROR
     progress = make_progress(enabled=not args.no_progress)
+    logs = "the logs keep" if settings.distributed else "the log keeps"
     try:
         outcome = flow.run(prepared, progress)
     except SweepError as exc:
-        logs = "the logs keep" if settings.distributed else "the log keeps"
         say(f"gemm tune: stopped: {exc}\n{logs} every finished row; fix the error and rerun with --resume")
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. a full disk while writing the log or a config file
+        say(f"{os_error_line('tune', exc)}; {logs} every row written before, rerun with --resume to finish")
         return EXIT_ERROR
     finally:
         progress.close()

@@ -1,7 +1,8 @@
 """Tuned-config files: schema, atomic merged writes, lookup by nearest M, engine export/import, validation.
 
-Native files live in ``<root>/<device_name>/`` (root: ``GEMM_CONFIG_DIR`` or the
-project's ``tuned_configs/``), one per (N, K, weight-scale block), named as
+Native files live in ``<root>/<device_name>/`` (roots, in lookup order: the user config
+directory, ``GEMM_CONFIG_DIR`` or ``~/.local/share/gemm/tuned_configs``, then the project's
+shipped ``tuned_configs/``), one per (N, K, weight-scale block), named as
 vLLM names its block-FP8 configs. See ``gemm.configs.schema`` for the content,
 ``gemm.configs.engines`` for the vLLM/SGLang formats.
 
@@ -14,7 +15,8 @@ from gemm.configs.schema import (
     PROVENANCE_KINDS, SCHEMA_VERSION, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance,
 )
 from gemm.configs.store import (
-    find_config, forget_cached, load_config_file, merge_configs, nearest_entry, ranked_entries, write_config,
+    SOURCE_RANK, KeptEntriesWarning, find_config, find_configs, forget_cached, load_config_file, merge_configs,
+    nearest_entry, ranked_entries, write_config,
 )
 from gemm.configs.validation import validate_config_file
 
@@ -22,16 +24,19 @@ __all__ = [
     "ENGINE_KEYS",
     "PROVENANCE_KINDS",
     "SCHEMA_VERSION",
+    "SOURCE_RANK",
     "ConfigEntry",
     "ConfigError",
     "ConfigFile",
     "ConfigWarning",
+    "KeptEntriesWarning",
     "ParsedName",
     "Provenance",
     "config_filename",
     "config_path",
     "export_config",
     "find_config",
+    "find_configs",
     "forget_cached",
     "import_config",
     "load_config_file",

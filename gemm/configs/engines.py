@@ -18,13 +18,22 @@ Export, per tuned M:
    ``TritonParams`` outside the six at its default), and a CUTLASS/cuBLAS
    entry is left out, so the engine uses its nearest exported M.
 
-Every substitution is reported in one ``ConfigWarning``.
+Substitutions are reported in one ``ConfigWarning`` per file, one clause per
+reason with the M values it applies to.
+
+Both directions check the values engines' kernels can run (``engine_value_problems``):
+their kernel takes one scale per K tile, so BLOCK_SIZE_K must be a power of two
+that divides the scale block (128: 16, 32, 64 or 128); BLOCK_SIZE_M/N are
+powers of two from 16 to 256 (``tl.arange`` and ``tl.dot`` need that); num_warps
+a power of two up to 32. A file or entry breaking them is a ConfigError naming
+the key, the M and what is allowed; nothing is written.
 
 Import maps the keys back (split_k=1, use_tma=False, persistent=False) into a
 native file with backend "triton", provenance kind "imported" and no times.
 Keys engines' kernels do not take here (e.g. ROCm's ``waves_per_eu``) are
 dropped with a warning; a missing ``num_warps``/``num_stages`` takes Triton's
-launch default (4 / 3).
+launch default (4 / 3). Imported entries never replace measured ones at the
+same M (``force`` does); what was kept is said in one ``KeptEntriesWarning``.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from gemm.configs.naming import STYLES, config_filename, parse_config_filename
 from gemm.configs.schema import (
     ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance, gemm_version, utc_now,
 )
-from gemm.configs.store import atomic_write_json, load_config_file, read_json, write_config
+from gemm.configs.store import atomic_write_json, describe_ms, load_config_file, read_json, write_config
 
 ENGINE_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 _REQUIRED_ENGINE_KEYS = ENGINE_KEYS[:4]
@@ -49,6 +58,27 @@ _TO_ENGINE = {"block_m": "BLOCK_SIZE_M", "block_n": "BLOCK_SIZE_N", "block_k": "
 PLAIN_TRITON_FEATURES = {"split_k": 1, "use_tma": False, "persistent": False}
 # Out dtype recorded for imported files: engine files do not say; models run their GEMMs in bf16.
 IMPORTED_OUT_DTYPE = "bfloat16"
+#: The tile sizes and warp counts engines' Triton kernel can run (see the module docstring).
+ENGINE_TILES = (16, 32, 64, 128, 256)
+ENGINE_NUM_WARPS = (1, 2, 4, 8, 16, 32)
+
+
+def engine_value_problems(cfg: dict, block_k: int, where: str, native: bool = False) -> list[str]:
+    """What in one engine config (keys present, positive ints) engines' kernel cannot run, naming ``where``
+    (and, for a config exported from a native entry, ``native``, the entry's parameter too)."""
+    ours = {engine: name for name, engine in _TO_ENGINE.items()}
+    problems = []
+    k_tiles = tuple(t for t in ENGINE_TILES if t <= block_k and block_k % t == 0)
+    allowed = {"BLOCK_SIZE_M": (ENGINE_TILES, "a power of two from 16 to 256"),
+               "BLOCK_SIZE_N": (ENGINE_TILES, "a power of two from 16 to 256"),
+               "BLOCK_SIZE_K": (k_tiles, f"a power of two that divides the scale block {block_k} "
+                                         f"(the kernel takes one scale per K tile)"),
+               "num_warps": (ENGINE_NUM_WARPS, "a power of two up to 32")}
+    for key, (values, what) in allowed.items():
+        if key in cfg and cfg[key] not in values:
+            named = f"{key}={cfg[key]}" + (f" (the entry's {ours[key]})" if native else "")
+            problems.append(f"{where}: {named} must be {what}: one of {', '.join(map(str, values))}")
+    return problems
 
 
 def _triton_params_type():
@@ -102,12 +132,13 @@ def engine_to_triton(engine: dict) -> dict:
 
 
 def _engine_config_for(m: int, entry: ConfigEntry, where: str) -> tuple[dict | None, str | None]:
-    """(engine dict or None to leave M out, note on a substitution or None)."""
+    """(engine dict or None to leave M out, why it was substituted or left out, or None)."""
     primary = _full_triton_params(entry.params, f"{where}.params") if entry.backend == "triton" else None
     if primary is not None and not engine_features_used(primary):
         return triton_to_engine(primary), None
-    what = (f"triton entry uses {', '.join(engine_features_used(primary))}" if primary is not None
-            else f"{entry.backend} entry")
+    # Feature names, not values: the reasons group many M into one clause of the file's warning.
+    what = (f"triton entry uses {', '.join(used.split('=')[0] for used in engine_features_used(primary))}"
+            if primary is not None else f"{entry.backend} entry")
     if entry.engine_triton is not None:
         alternative = _full_triton_params(entry.engine_triton, f"{where}.engine_triton")
         used = engine_features_used(alternative)
@@ -115,22 +146,30 @@ def _engine_config_for(m: int, entry: ConfigEntry, where: str) -> tuple[dict | N
             raise ConfigError(f"{where}.engine_triton must be a plain Triton config (split_k=1, use_tma=false, "
                               f"persistent=false, other non-engine fields at their defaults), "
                               f"but it uses {', '.join(used)}")
-        return triton_to_engine(alternative), f"M={m}: {what}; exported its recorded plain Triton alternative"
+        return triton_to_engine(alternative), f"{what}; exported its recorded plain Triton alternative"
     if primary is not None:
-        return triton_to_engine(primary), f"M={m}: {what}; exported the same tile without them"
-    return None, f"M={m}: {what} has no Triton equivalent; left out (the engine uses its nearest exported M)"
+        return triton_to_engine(primary), f"{what}; exported the same tile without them"
+    return None, f"{what} has no Triton equivalent; left out (the engine uses its nearest exported M)"
 
 
 def engine_document(config: ConfigFile, source: str = "config") -> tuple[dict[str, dict], list[str]]:
-    """The engine-format document of ``config`` (ascending M) and notes on every substituted or dropped M."""
-    document, notes = {}, []
+    """The engine-format document of ``config`` (ascending M) and one note per reason an M was substituted
+    or dropped, with the M values it applies to.
+
+    Raises ConfigError naming the M, the key and what is allowed when an exported config is one engines'
+    kernel cannot run (``engine_value_problems``).
+    """
+    document, reasons, problems = {}, {}, []
     for m, entry in sorted(config.entries.items()):
-        engine, note = _engine_config_for(m, entry, f"{source}: entries[{str(m)!r}]")
-        if note:
-            notes.append(note)
+        engine, reason = _engine_config_for(m, entry, f"{source}: entries[{str(m)!r}]")
+        if reason:
+            reasons.setdefault(reason, []).append(m)
         if engine is not None:
+            problems += engine_value_problems(engine, config.block_shape[1], f"M={m}", native=True)
             document[str(m)] = engine
-    return document, notes
+    if problems:
+        raise ConfigError(f"{source}: the engines' kernel cannot run what would be exported: " + "; ".join(problems))
+    return document, [f"{describe_ms(ms)}: {reason}" for reason, ms in reasons.items()]
 
 
 def export_config(src: Path, fmt: str, dst_dir: Path) -> Path:
@@ -160,12 +199,13 @@ def export_config(src: Path, fmt: str, dst_dir: Path) -> Path:
 # --------------------------------------------------------------------------- import / checks
 
 
-def engine_problems(raw: Any) -> tuple[list[str], dict[str, list[str]]]:
-    """(problems, unknown keys per M) of a parsed engine document.
+def engine_problems(raw: Any, block_k: int = 128) -> tuple[list[str], dict[str, list[str]]]:
+    """(problems, unknown keys per M) of a parsed engine document whose weight-scale block is ``block_k`` deep.
 
     Problems: not an object of decimal M keys, a config that is not an object,
     a missing BLOCK_SIZE_M/N/K or GROUP_SIZE_M, a value that is not a positive
-    integer. Keys outside the engines' six are reported separately.
+    integer, a value engines' kernel cannot run (``engine_value_problems``).
+    Keys outside the engines' six are reported separately.
     """
     if not isinstance(raw, dict) or not raw:
         return [f"an engine file must be a non-empty JSON object mapping M to a config, got {raw!r:.60}"], {}
@@ -178,10 +218,10 @@ def engine_problems(raw: Any) -> tuple[list[str], dict[str, list[str]]]:
             problems.append(f"{where} must be an object of Triton config keys, got {type(cfg).__name__}")
             continue
         problems += [f"{where} lacks {name}" for name in _REQUIRED_ENGINE_KEYS if name not in cfg]
-        for name in ENGINE_KEYS:
-            value = cfg.get(name)
-            if name in cfg and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                problems.append(f"{where}.{name} must be a positive integer, got {value!r}")
+        not_counts = [f"{where}.{name} must be a positive integer, got {cfg[name]!r}" for name in ENGINE_KEYS
+                      if name in cfg and (not isinstance(cfg[name], int) or isinstance(cfg[name], bool)
+                                          or cfg[name] < 1)]
+        problems += not_counts or engine_value_problems(cfg, block_k, f"M={key}")
         extra = sorted(name for name in cfg if name not in ENGINE_KEYS)
         if extra:
             unknown[key] = extra
@@ -197,14 +237,17 @@ def _arch_name(device_name: str) -> str:
         return device_name
 
 
-def import_config(src: Path, dst_root: Path, arch: str | None = None) -> Path:
+def import_config(src: Path, dst_root: Path, arch: str | None = None, force: bool = False) -> Path:
     """Convert a vLLM/SGLang file (format told by its name) into a native file under ``dst_root``.
 
     Entries become backend "triton" with the engine's tile (split_k=1, no TMA,
     not persistent) and ``us`` null; provenance kind "imported". ``arch``
     defaults to the known GPU of the file's device name (else the name itself).
-    The result is merged into an existing native file like any ``write_config``
-    (imported entries replace that file's entries at the same M). Returns its path.
+    The result is merged into an existing native file like any ``write_config``:
+    imported entries replace imported or predicted ones at the same M but never
+    measured ones, unless ``force`` (a ``KeptEntriesWarning`` says what was kept).
+    Raises ConfigError naming the key and the M for a value engines' kernel
+    cannot run (``engine_value_problems``), writing nothing. Returns its path.
     """
     src = Path(src)
     parsed = parse_config_filename(src)
@@ -215,7 +258,7 @@ def import_config(src: Path, dst_root: Path, arch: str | None = None) -> Path:
     raw = read_json(src)
     if isinstance(raw, dict) and "schema_version" in raw:
         raise ConfigError(f"{src}: already a native config file; nothing to import")
-    problems, unknown = engine_problems(raw)
+    problems, unknown = engine_problems(raw, parsed.block_shape[1])
     if problems:
         raise ConfigError(f"{src}: not a valid {parsed.style} config: " + "; ".join(problems))
     if unknown:
@@ -228,4 +271,4 @@ def import_config(src: Path, dst_root: Path, arch: str | None = None) -> Path:
         device_name=parsed.device_name, arch=arch or _arch_name(parsed.device_name), n=parsed.n, k=parsed.k,
         block_shape=parsed.block_shape, out_dtype=IMPORTED_OUT_DTYPE, provenance=provenance,
         entries={int(m): ConfigEntry("triton", engine_to_triton(cfg), None) for m, cfg in raw.items()})
-    return write_config(Path(dst_root), config)
+    return write_config(Path(dst_root), config, force)

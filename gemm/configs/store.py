@@ -18,12 +18,15 @@ import json
 import os
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from gemm import envs
 from gemm.configs.naming import config_path, parse_config_filename
-from gemm.configs.schema import ConfigEntry, ConfigError, ConfigFile, config_from_json, config_to_json
+from gemm.configs.schema import (
+    ConfigEntry, ConfigError, ConfigFile, ConfigWarning, config_from_json, config_to_json,
+)
 
 
 def looks_like_engine_file(raw: Any) -> bool:
@@ -83,12 +86,22 @@ def load_config_file(path) -> ConfigFile:
 # --------------------------------------------------------------------------- merge + atomic write
 
 
-def merge_configs(old: ConfigFile, new: ConfigFile) -> ConfigFile:
-    """``old``'s entries updated with ``new``'s (new wins per M), under ``new``'s header and provenance.
+#: Which origin of an entry wins a merge at one M: a measurement beats an import beats a prediction.
+SOURCE_RANK = {"predicted": 0, "imported": 1, "measured": 2}
 
-    An entry whose origin (kind and versions) differs from the merged file's
-    keeps its own provenance, so a predicted entry never passes as measured,
-    and a predicted ``new`` entry never replaces a measured one.
+
+def merge_configs(old: ConfigFile, new: ConfigFile, force: bool = False) -> ConfigFile:
+    """``old``'s entries updated with ``new``'s, under ``new``'s header and provenance (see ``merge_report``)."""
+    return merge_report(old, new, force)[0]
+
+
+def merge_report(old: ConfigFile, new: ConfigFile, force: bool = False) -> tuple[ConfigFile, dict[int, str]]:
+    """(merged config, {M: kind} of ``old``'s entries kept over ``new``'s at the same M).
+
+    Per M, ``new``'s entry replaces ``old``'s unless ``old``'s comes from a better source (measured beats
+    imported beats predicted, ``SOURCE_RANK``); ``force`` lets ``new`` win everywhere. M only one side has
+    are kept. An entry whose origin (kind and versions) differs from the merged file's keeps its own
+    provenance, so an imported or predicted entry never passes as measured.
     Raises ConfigError when the two describe different problems or devices.
     """
     differing = [f"{name} {getattr(old, name)!r} vs {getattr(new, name)!r}"
@@ -101,15 +114,33 @@ def merge_configs(old: ConfigFile, new: ConfigFile) -> ConfigFile:
         origin = entry.provenance or file_provenance
         return dataclasses.replace(entry, provenance=None if origin.same_origin(new.provenance) else origin)
 
-    def measured(entry: ConfigEntry, file_provenance) -> bool:
-        return (entry.provenance or file_provenance).kind == "measured"
+    new_rank = SOURCE_RANK[new.provenance.kind]
+    kept = {m: old.provenance_of(m).kind for m in old.entries
+            if m in new.entries and not force and SOURCE_RANK[old.provenance_of(m).kind] > new_rank}
+    merged = {m: relabel(e, old.provenance) for m, e in old.entries.items() if m not in new.entries or m in kept}
+    merged.update({m: relabel(e, new.provenance) for m, e in new.entries.items() if m not in kept})
+    return dataclasses.replace(new, entries=dict(sorted(merged.items()))), kept
 
-    # A prediction never displaces a measurement: measured entries survive a predicted write.
-    kept_old = {m for m, e in old.entries.items()
-                if m not in new.entries or (new.provenance.kind == "predicted" and measured(e, old.provenance))}
-    merged = {m: relabel(e, old.provenance) for m, e in old.entries.items() if m in kept_old}
-    merged.update({m: relabel(e, new.provenance) for m, e in new.entries.items() if m not in kept_old})
-    return dataclasses.replace(new, entries=dict(sorted(merged.items())))
+
+def describe_ms(ms) -> str:
+    """``M=1,2,4`` for a few M values, ``18 M (1..4096)`` for many."""
+    ms = sorted(ms)
+    return f"M={','.join(map(str, ms))}" if len(ms) <= 4 else f"{len(ms)} M ({ms[0]}..{ms[-1]})"
+
+
+class KeptEntriesWarning(ConfigWarning):
+    """A write kept existing entries from a better source over the new ones at the same M."""
+
+
+def kept_message(path: Path, kept: dict[int, str], new_kind: str) -> str:
+    """One line saying which existing entries a write of ``new_kind`` entries kept, and how to replace them."""
+    by_kind: dict[str, list[int]] = {}
+    for m, kind in sorted(kept.items()):
+        by_kind.setdefault(kind, []).append(m)
+    listed = "; ".join(f"{len(ms)} {kind} entr{'y' if len(ms) == 1 else 'ies'} ({describe_ms(ms)})"
+                       for kind, ms in by_kind.items())
+    return (f"{path.name}: kept {listed} over the {new_kind} ones (measured beats imported beats predicted); "
+            f"force=True (--force) replaces them")
 
 
 @contextlib.contextmanager
@@ -157,29 +188,33 @@ def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
             os.close(dir_fd)
 
 
-def write_config(root: Path, config: ConfigFile) -> Path:
+def write_config(root: Path, config: ConfigFile, force: bool = False) -> Path:
     """Write ``config`` to ``root/<device_name>/<file name>``, merged with what is already there.
 
     Atomic, and safe against concurrent writers (processes or machines sharing
     the directory with working flock): each holds the file's lock while it
     reads, merges and replaces it, so every writer's M entries survive; the
-    newest write wins for an M written twice. Raises ConfigError, leaving the
-    file alone, when the existing file is corrupt or describes another problem.
-    Returns the path written.
+    newest write wins for an M written twice, unless the entry there comes from
+    a better source (``merge_report``; ``force`` replaces it anyway), which is
+    kept and reported in one ``KeptEntriesWarning``. Raises ConfigError, leaving
+    the file alone, when the existing file is corrupt or describes another
+    problem. Returns the path written.
     """
     if not isinstance(config, ConfigFile):
         raise TypeError(f"config must be a ConfigFile, got {type(config).__name__}")
     path = config_path(Path(root), config.device_name, config.n, config.k, config.block_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path):
-        merged = config
+        merged, kept = config, {}
         if path.exists():
             try:
-                merged = merge_configs(load_config_file(path), config)
+                merged, kept = merge_report(load_config_file(path), config, force)
             except ConfigError as exc:
                 raise ConfigError(f"refusing to overwrite {path}: {exc}. Fix or move the file away first") from None
         atomic_write_json(path, config_to_json(merged))
     forget_cached(path)
+    if kept:
+        warnings.warn(kept_message(path, kept, config.provenance.kind), KeptEntriesWarning, stacklevel=2)
     return path
 
 
@@ -200,7 +235,8 @@ def forget_cached(path: Path | None = None) -> None:
 
 
 def find_config(device_name: str, n: int, k: int, block_shape=(128, 128), root: Path | None = None) -> ConfigFile | None:
-    """The native config of (device, N, K, block shape) under ``root`` (default ``gemm.envs.config_root()``).
+    """The native config of (device, N, K, block shape) under ``root`` (default: the user config directory,
+    ``gemm.envs.config_root()``; ``find_configs`` looks in every root the op reads).
 
     Returns None when there is no file. Results, including errors, are cached
     per path until ``forget_cached``/``gemm.dispatch.clear_caches`` (or a
@@ -226,11 +262,16 @@ def find_config(device_name: str, n: int, k: int, block_shape=(128, 128), root: 
     return result
 
 
-def ranked_entries(config: ConfigFile, m: int) -> list[tuple[int, ConfigEntry]]:
-    """Every entry of ``config``, nearest tuned M to ``m`` first (ties: the smaller tuned M first)."""
+def rank_ms(tuned_ms, m: int) -> list[int]:
+    """The tuned M values, nearest to ``m`` first (ties: the smaller tuned M first)."""
     if not isinstance(m, int) or isinstance(m, bool) or m < 1:
         raise ValueError(f"m must be a positive int, got {m!r}")
-    return sorted(config.entries.items(), key=lambda item: (abs(item[0] - m), item[0]))
+    return sorted(tuned_ms, key=lambda tuned: (abs(tuned - m), tuned))
+
+
+def ranked_entries(config: ConfigFile, m: int) -> list[tuple[int, ConfigEntry]]:
+    """Every entry of ``config``, nearest tuned M to ``m`` first (ties: the smaller tuned M first)."""
+    return [(tuned, config.entries[tuned]) for tuned in rank_ms(config.entries, m)]
 
 
 def nearest_entry(config: ConfigFile, m: int) -> tuple[int, ConfigEntry]:
@@ -245,3 +286,21 @@ def nearest_entry(config: ConfigFile, m: int) -> tuple[int, ConfigEntry]:
     if not ranked:
         raise ConfigError(f"config for N={config.n} K={config.k} on {config.device_name} has no entries")
     return ranked[0]
+
+
+def find_configs(device_name: str, n: int, k: int, block_shape=(128, 128),
+                 roots: tuple[Path, ...] | None = None) -> list[tuple[Path, ConfigFile | ConfigError]]:
+    """(path, config) of each root holding a config of (device, N, K, block shape), in lookup order
+    (default ``gemm.envs.config_roots()``: the user config directory, then the shipped configs); a file
+    that cannot be used comes as its ConfigError instead of a config. Cached like ``find_config``."""
+    found: list[tuple[Path, ConfigFile | ConfigError]] = []
+    for root in roots if roots is not None else envs.config_roots():
+        path = config_path(Path(root), device_name, n, k, block_shape)
+        try:
+            config = find_config(device_name, n, k, block_shape, root)
+        except ConfigError as exc:
+            found.append((path, exc))
+            continue
+        if config is not None:
+            found.append((path, config))
+    return found

@@ -93,7 +93,7 @@ def validate_config_file(path) -> list[str]:
         config = config_from_json(raw, str(path))
         return name_mismatches(path, config) + _backend_problems(config)
     if parsed is not None or looks_like_engine_file(raw):
-        problems, unknown = engine_problems(raw)
+        problems, unknown = engine_problems(raw, parsed.block_shape[1] if parsed is not None else 128)
         problems += [f"[{m!r}] has key(s) {keys} that are not the engines' Triton config keys"
                      for m, keys in unknown.items()]
         if parsed is None:

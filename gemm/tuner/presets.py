@@ -140,10 +140,14 @@ def parse_shape(text: str) -> LayerShape:
 
 
 def parse_m_list(text: str, option: str = "--m") -> tuple[int, ...]:
-    """``"1,16,64"`` -> (1, 16, 64): positive integers, sorted, duplicates dropped."""
+    """``"1,16,64"`` -> (1, 16, 64): positive integers, sorted, duplicates dropped; ValueError naming
+    ``option`` for anything else (an empty item such as ``"1,,2"`` too)."""
     values = []
     for part in str(text).split(","):
         part = part.strip()
+        if not part and str(text).strip():
+            raise ValueError(f"{option} expects comma-separated positive integers without empty items "
+                             f"(e.g. 1,16,64), got {text!r}")
         if not part:
             continue
         try:

@@ -10,6 +10,7 @@ and usable backends are known.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,15 @@ from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
 from gemm.tuner.search.plan import SweepSettings
 from gemm.tuner.search.runner import Timeouts
 from gemm.tuner.search.space import PruneSettings
+
+
+def _at_least(value, low: float, strict: bool) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value > low if strict else value >= low))
+
+
+def _is_count(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 class SetupError(ValueError):
@@ -59,6 +69,25 @@ class TuneSettings:
     prebuild: bool = True
     gpus: str | None = None
     ray: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, strict in (("tie", False), ("screen_margin", False), ("time_limit_s", True)):
+            value = getattr(self, name)
+            if value is not None and not _at_least(value, 0, strict):
+                problems.append(f"{name} must be a finite number {'>' if strict else '>='} 0, got {value!r}")
+        if not self.shapes:
+            problems.append("shapes must hold at least one shape")
+        if not self.m_grid or not all(_is_count(m, 1) for m in self.m_grid):
+            problems.append(f"m_grid must hold positive integers, got {self.m_grid!r}")
+        for name, low in (("keep", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if value is not None and not _is_count(value, low):
+                problems.append(f"{name} must be an integer >= {low} or None, got {value!r}")
+        if self.backends is not None and (not self.backends or not all(self.backends)):
+            problems.append(f"backends must be None (every usable one) or non-empty names, got {self.backends!r}")
+        if problems:
+            raise SetupError("; ".join(problems))
 
     @property
     def distributed(self) -> bool:

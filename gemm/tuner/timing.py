@@ -19,6 +19,7 @@ logic runs in tests with a fake timer and no GPU.
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import time
@@ -153,3 +154,25 @@ class WallClockTimer:
 
 DEFAULT_GPU_TIMER = "gemm.tuner.timing:CudaGraphTimer"
 DEFAULT_CPU_TIMER = "gemm.tuner.timing:WallClockTimer"
+
+
+def timer_class(spec: str) -> type:
+    """The timer class an importable reference ``"package.module:Class"`` names.
+
+    Raises ValueError saying what is wrong: not of that form, a module that cannot be imported, no such
+    attribute, or an attribute that is not a class with a ``measure`` method.
+    """
+    module_name, _, attr = str(spec).partition(":")
+    example = f"e.g. {DEFAULT_GPU_TIMER} or {DEFAULT_CPU_TIMER}"
+    if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + [attr]):
+        raise ValueError(f"expected an importable class as package.module:Class ({example}), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} of {spec!r}: {exc}") from None
+    cls = getattr(module, attr, None)
+    if cls is None:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r} ({example})")
+    if not isinstance(cls, type) or not callable(getattr(cls, "measure", None)):
+        raise ValueError(f"{spec!r} is not a timer class (a class with a measure(fn, inputs, reps) method)")
+    return cls

@@ -92,8 +92,11 @@ def prediction_records(shape: LayerShape, predictions: dict[int, Prediction]) ->
 
 def write_predicted_config(out_root: Path, arch: ArchSpec, shape: LayerShape, predictions: dict[int, Prediction],
                            model: FittedModel, out_dtype: str = "bfloat16",
-                           block_shape: tuple[int, int] = (128, 128)) -> Path | None:
-    """Write (merge) the predicted config file of one shape; None when there is no entry."""
+                           block_shape: tuple[int, int] = (128, 128), force: bool = False) -> Path | None:
+    """Write (merge) the predicted config file of one shape; None when there is no entry.
+
+    Measured and imported entries already there are kept over predicted ones at their M (``force``
+    replaces them); ``write_config`` warns what was kept."""
     from gemm.configs import ConfigEntry, ConfigFile, Provenance, write_config
 
     if not predictions:
@@ -101,4 +104,4 @@ def write_predicted_config(out_root: Path, arch: ArchSpec, shape: LayerShape, pr
     entries = {m: ConfigEntry(p.backend, dict(p.params), None, p.engine_triton) for m, p in predictions.items()}
     config = ConfigFile(arch.config_device_name, arch.name, shape.n, shape.k, tuple(block_shape), out_dtype,
                         Provenance.current("predicted", model.version), entries)
-    return write_config(out_root, config)
+    return write_config(out_root, config, force)

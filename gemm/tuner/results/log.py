@@ -10,8 +10,11 @@ checks the fingerprint and hands back the rows already recorded.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import gzip
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -92,13 +95,18 @@ def read_log(path: Path | str) -> tuple[Fingerprint, list[Measurement]]:
     ``.gz`` file (how logs are shipped) is read decompressed.
     """
     path = Path(path)
-    if path.suffix == ".gz":
-        import gzip
-
-        with gzip.open(path, "rt") as stream:
-            text = stream.read()
-    else:
-        text = path.read_text()
+    if path.is_dir():
+        raise LogFormatError(f"{path}: is a directory, not a results log")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as stream:
+                text = stream.read()
+        else:
+            text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LogFormatError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise LogFormatError(f"{path}: not a results log of gemm tune ({exc})") from None
     lines = text.split("\n")
     torn = lines.pop()  # "" when the file ends with a newline, else a partial row
     del torn
@@ -112,8 +120,9 @@ def read_log(path: Path | str) -> tuple[Fingerprint, list[Measurement]]:
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
+        row = _parse_line(path, number, line)
         try:
-            rows.append(Measurement.from_json(_parse_line(path, number, line)))
+            rows.append(Measurement.from_json(row))
         except (TypeError, ValueError) as exc:
             raise LogFormatError(f"{path}:{number}: bad measurement row ({exc})") from None
     return fingerprint, rows
@@ -130,8 +139,14 @@ class ResultsLog:
 
     @classmethod
     def create(cls, path: Path | str, fingerprint: Fingerprint) -> "ResultsLog":
-        """Start a new log at ``path``; an existing file there is kept, renamed to ``<stem>.<n><suffix>``."""
+        """Start a new log at ``path``; an existing file there is kept, renamed to ``<stem>.<n><suffix>``.
+
+        A directory at ``path`` is an IsADirectoryError (it is never moved aside). If the header cannot be
+        written (a full disk), its temp file is removed and the OSError names the log.
+        """
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, not a results log; name a file", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             n = 1
@@ -139,8 +154,12 @@ class ResultsLog:
                 n += 1
             os.replace(path, path.with_name(f"{path.stem}.{n}{path.suffix}"))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(fingerprint.to_json(), sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # the header appears whole or not at all
+        try:
+            tmp.write_text(json.dumps(fingerprint.to_json(), sort_keys=True) + "\n", encoding="utf-8")
+            os.replace(tmp, path)  # the header appears whole or not at all
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _naming(exc, path) from None
         return cls(path, fingerprint)
 
     @classmethod
@@ -151,7 +170,12 @@ class ResultsLog:
         run's in device, software versions or search space.
         """
         path = Path(path)
-        old, rows = read_log(path)
+        try:
+            old, rows = read_log(path)
+        except LogFormatError as exc:
+            raise LogFormatError(f"cannot resume: {exc}. Only a torn last line is dropped on its own; fix or "
+                                 f"delete the line named, or start a fresh sweep (drop --resume, or point --log "
+                                 f"at another file)") from None
         problems = old.mismatches(fingerprint)
         if problems:
             raise LogMismatchError(
@@ -165,9 +189,12 @@ class ResultsLog:
         """Write one row and flush it to the OS (it survives a kill of this process)."""
         if row.key in self._keys:
             raise ValueError(f"row already logged: {row.key}")
+        try:
+            self._file.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
+            self._file.flush()
+        except OSError as exc:  # e.g. a full disk: the rows before this one are in the log
+            raise _naming(exc, self.path) from None
         self._keys.add(row.key)
-        self._file.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
-        self._file.flush()
 
     def extend(self, rows: Iterable[Measurement]) -> None:
         for row in rows:
@@ -177,16 +204,32 @@ class ResultsLog:
         return key in self._keys
 
     def close(self) -> None:
-        if not self._file.closed:
+        """Flush, sync and close; the file is closed even when that fails (the OSError names the log)."""
+        if self._file.closed:
+            return
+        try:
             self._file.flush()
             os.fsync(self._file.fileno())
-            self._file.close()
+        except OSError as exc:
+            raise _naming(exc, self.path) from None
+        finally:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the unflushed tail is lost; the error above already says why
 
     def __enter__(self) -> "ResultsLog":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (a failed write names no file)."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def _drop_torn_tail(path: Path) -> None:

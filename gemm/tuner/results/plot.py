@@ -28,7 +28,7 @@ def best_per_backend(rows) -> dict[tuple[int, int], dict[str, dict[int, float]]]
     return best
 
 
-def plot_tflops(best, path: Path) -> None:
+def plot_tflops(best, path: Path, device: str = "") -> None:
     import matplotlib.pyplot as plt
 
     shapes = sorted(best)
@@ -48,12 +48,14 @@ def plot_tflops(best, path: Path) -> None:
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(shapes):]:
         ax.set_visible(False)
+    if device:
+        fig.suptitle(f"{device}: best TFLOPS per backend", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_winners(best, path: Path) -> None:
+def plot_winners(best, path: Path, device: str = "") -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
 
@@ -81,22 +83,23 @@ def plot_winners(best, path: Path) -> None:
     ax.set_xlabel("M (tokens)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(len(backends))]
     ax.legend(handles, backends, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    ax.set_title("fastest backend (label: speed-up over the next backend)", fontsize=10)
+    ax.set_title(f"{device + ': ' if device else ''}fastest backend (label: speed-up over the next backend)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def write_plots(best, out: Path) -> tuple[Path, Path]:
+def write_plots(best, out: Path, device: str = "") -> tuple[Path, Path]:
     """``tflops.png`` and ``winners.png`` of ``best_per_backend`` under ``out`` (made if missing); their paths.
 
-    Raises ImportError when matplotlib is not installed.
+    ``device`` (the logs' GPU) titles both charts. Raises ImportError when matplotlib is not installed.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     out.mkdir(parents=True, exist_ok=True)
     tflops, winners = out / "tflops.png", out / "winners.png"
-    plot_tflops(best, tflops)
-    plot_winners(best, winners)
+    plot_tflops(best, tflops, device)
+    plot_winners(best, winners, device)
     return tflops, winners

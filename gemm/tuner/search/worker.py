@@ -182,9 +182,9 @@ class Evaluator:
     @property
     def timer(self):
         if self._timer is None:
-            module_name, _, attr = self.settings.timer.partition(":")
-            cls = getattr(importlib.import_module(module_name), attr)
-            self._timer = cls(self.settings.l2_bytes)
+            from gemm.tuner.timing import timer_class
+
+            self._timer = timer_class(self.settings.timer)(self.settings.l2_bytes)
         return self._timer
 
     def _shape_data(self, problem: GemmProblem, m_max: int):
