@@ -276,3 +276,16 @@ def test_prune_levels_set_the_budget_and_the_savings_line():
                     "candidate it saved about 3.0 min")
     assert pruning_savings({"kept": 2, "pruned": 0}, rows, 60.0, 0) is None
     assert pruning_savings({"kept": 2, "pruned": 6}, rows, 60.0, resumed_rows=5) is None
+
+
+def test_gemm_fit_without_out_writes_into_the_user_data_directory(tmp_path, monkeypatch):
+    from gemm.cli import main
+    from gemm.tuner.model.fitted import COEFFICIENTS_PATH
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    shipped = COEFFICIENTS_PATH.read_bytes()
+    log = tmp_path / "h100.jsonl"
+    _write_log(log, _truth(), noise=0.01, seed=7)
+    assert main(["fit", str(log), "--version", "mine"]) == 0
+    assert load_model(tmp_path / "data" / "gemm" / "coefficients.json").version == "mine"
+    assert COEFFICIENTS_PATH.read_bytes() == shipped
