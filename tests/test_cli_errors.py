@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -201,29 +200,3 @@ def test_presets_into_a_closed_pipe_ends_quietly():
     shell = f"{sys.executable} -m gemm.cli presets | head -1"
     done = subprocess.run(["bash", "-c", shell], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() and "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
-
-
-def test_help_is_plain_text(capsys):
-    assert main(["--help"]) == 0
-    shown = capsys.readouterr().out
-    assert "``" not in shown and "\n::" not in shown and "gemm tune" in shown
-    assert "~/.local/share/gemm/tuned_configs" in shown
-
-
-def test_export_warnings_are_one_short_line_per_file(tmp_path, capsys):
-    from gemm.configs import ConfigEntry, ConfigFile, Provenance, write_config
-
-    params = {"block_m": 64, "block_n": 128, "block_k": 128, "group_m": 8, "num_warps": 4, "num_stages": 3,
-              "split_k": 2}
-    entries = {m: ConfigEntry("triton", dict(params), 5.0) for m in range(1, 200)}
-    entries.update({m: ConfigEntry("cublas", {}, 5.0) for m in range(200, 400)})
-    config = ConfigFile("NVIDIA_H100_80GB_HBM3", "H100", 512, 512, (128, 128), "bfloat16",
-                        Provenance.current("measured"), entries)
-    write_config(tmp_path / "cfg", config)
-    assert main(["export", "--format", "vllm", str(tmp_path / "cfg"), "--out", str(tmp_path / "vllm")]) == 0
-    out = capsys.readouterr().out
-    warned = [line for line in out.splitlines() if line.startswith("  warning:")]
-    assert len(warned) == 1 and len(warned[0]) < 400, warned
-    assert any("199 M" in line for line in warned) and any("200 M" in line for line in warned)
-    exported = json.loads(next((tmp_path / "vllm").iterdir()).read_text())
-    assert len(exported) == 199

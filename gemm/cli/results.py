@@ -20,7 +20,8 @@ from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
 def add_parsers(sub) -> None:
     """Register ``plot``, ``compare`` and ``select``."""
     p = sub.add_parser("plot", help="PNG charts from results logs")
-    p.add_argument("logs", nargs="+", metavar="LOG", help="results logs (.jsonl or .jsonl.gz) written by gemm tune")
+    p.add_argument("logs", nargs="+", metavar="LOG",
+                   help="results logs (.jsonl or .jsonl.gz) written by gemm tune, all of one device")
     p.add_argument("--out", default="plots", metavar="DIR", help="directory for the PNG files (default plots/)")
     p.set_defaults(handler=run_plot)
 
@@ -102,7 +103,8 @@ def run_compare(args) -> int:
 
 
 def run_plot(args) -> int:
-    """``gemm plot``: exit 0 with both charts written, 1 with nothing to plot, 2 without matplotlib or logs."""
+    """``gemm plot``: exit 0 with both charts written, 1 with nothing to plot, 2 without matplotlib or logs, or
+    for logs of several devices."""
     from gemm.tuner.results.log import LogFormatError, read_log
     from gemm.tuner.results.plot import best_per_backend, write_plots
 
@@ -127,10 +129,14 @@ def run_plot(args) -> int:
         rows += log_rows
         if header.device_name not in devices:
             devices.append(header.device_name)
+    if len(devices) > 1:  # one chart of two GPUs' times would mix them point by point
+        say(f"gemm plot: the logs come from {len(devices)} devices ({', '.join(devices)}); plot one device's "
+            f"logs at a time, each with its own --out")
+        return EXIT_USAGE
     best = best_per_backend(rows)
     if not best:
         say("gemm plot: the logs hold no carefully timed (FINAL, OK) rows to plot")
         return EXIT_ERROR
-    tflops, winners = write_plots(best, out, " + ".join(devices))
+    tflops, winners = write_plots(best, out, devices[0])
     print(f"wrote {tflops} and {winners}")
     return EXIT_OK

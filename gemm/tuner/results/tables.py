@@ -90,7 +90,10 @@ def to_dataframe(rows: Iterable[Measurement]):
 
 def config_entries_table(configs: Iterable[ConfigFile]):
     """DataFrame, one row per tuned entry of the config files: device, N, K, M, backend, config, us,
-    TFLOPS, engine_triton, source (the entry's provenance kind); sorted by device, N, K and M."""
+    TFLOPS, engine_triton, source (the entry's provenance kind); sorted by device, N, K and M.
+
+    ``us`` and ``TFLOPS`` are text for people: ``-`` where an entry has no time (predicted or imported:
+    its source says which), never NaN or None."""
     import pandas as pd
 
     records = []
@@ -99,8 +102,9 @@ def config_entries_table(configs: Iterable[ConfigFile]):
             tflops = 2 * m * config.n * config.k / (entry.us * 1e-6) / 1e12 if entry.us else None
             records.append({
                 "device": config.device_name, "N": config.n, "K": config.k, "M": m, "backend": entry.backend,
-                "config": short_params(entry.params, entry.backend), "us": entry.us,
-                "TFLOPS": round(tflops, 1) if tflops else None,
+                "config": short_params(entry.params, entry.backend),
+                "us": f"{entry.us:.2f}" if entry.us else "-",
+                "TFLOPS": f"{tflops:.1f}" if tflops else "-",
                 "engine_triton": short_params(entry.engine_triton) if entry.engine_triton else "",
                 "source": config.provenance_of(m).kind,
             })
