@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -200,3 +201,27 @@ def test_presets_into_a_closed_pipe_ends_quietly():
     shell = f"{sys.executable} -m gemm.cli presets | head -1"
     done = subprocess.run(["bash", "-c", shell], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() and "Error" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_full_disk_while_writing_a_config_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch, capsys):
+    from gemm.configs import store
+
+    src = tmp_path / "engine" / "N=256,K=256,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json"
+    src.parent.mkdir()
+    src.write_text(json.dumps({"1": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1,
+                                     "num_warps": 4, "num_stages": 3}}))
+    assert main(["import", str(src), "--out", str(tmp_path / "root")]) == 0
+    (written,) = (tmp_path / "root").rglob("*.json")
+    before = written.read_text()
+
+    def full(document, handle, **kwargs):
+        handle.write("{")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store.json, "dump", full)
+    capsys.readouterr()
+    assert main(["import", str(src), "--out", str(tmp_path / "root")]) == 1
+    err = _error(capsys)
+    assert len(_lines(err)) == 1 and str(written) in err and "No space left" in err
+    assert written.read_text() == before
+    assert not [p for p in (tmp_path / "root").rglob("*.tmp")]

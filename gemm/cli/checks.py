@@ -79,15 +79,25 @@ def output_dir(value: str | Path, option: str) -> Path:
     return path
 
 
-def output_file(value: str | Path, option: str) -> Path:
+def output_file(value: str | Path, option: str, example: str = "out.json") -> Path:
     """``value`` as a file that may be written (its directory made if missing); UsageError naming ``option``
-    for a directory, or a parent that cannot hold it."""
+    for a directory (``example`` is the file name suggested in it), or a parent that cannot hold it."""
     path = Path(value).expanduser()
     if path.is_dir():
-        raise UsageError(f"{option} {value}: is a directory; name a file (e.g. {path / 'tune.jsonl'})")
+        raise UsageError(f"{option} {value}: is a directory; name a file (e.g. {path / example})")
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {value}: the file is not writable; name another file")
     output_dir(path.parent, f"{option} {value}: its directory")
+    return path
+
+
+def input_dir(value: str | Path, option: str) -> Path:
+    """``value`` as an existing directory; UsageError naming ``option`` otherwise."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise UsageError(f"{option} {value}: no such directory")
+    if not path.is_dir():
+        raise UsageError(f"{option} {value}: is a file, not a directory")
     return path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from gemm.cli.checks import count, output_dir
+from gemm.cli.checks import count, input_dir, input_file, output_dir
 from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError
 from gemm.cli.common import say as _say
 
@@ -82,7 +82,8 @@ def run_show(args) -> int:
             failed = True
     frame = config_entries_table(configs)
     if frame.empty:
-        _say("gemm show: no tuned entries found")
+        if not failed:
+            _say("gemm show: no tuned entries found")
         return EXIT_ERROR if failed or not files else EXIT_OK
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
         print(frame.to_string(index=False))
@@ -98,7 +99,8 @@ def _convert_each(command: str, sources, convert) -> int:
     for message in missing:
         _say(f"gemm {command}: {message}")
     if not files:
-        _say(f"gemm {command}: no config files to {command}")
+        if not missing:
+            _say(f"gemm {command}: no config files to {command}")
         return EXIT_USAGE
     failed = bool(missing)
     for path in files:
@@ -179,7 +181,12 @@ def run_build(args) -> int:
     from gemm.kernels.cutlass import aot as cutlass_aot
     from gemm.kernels.sm90 import aot as sm90_aot
 
-    paths = list(args.config or []) + list(args.configs or [])
+    try:
+        paths = [str(input_file(path, "--config")) for path in args.config or []]
+        paths += [str(input_dir(path, "--configs")) for path in args.configs or []]
+    except UsageError as exc:
+        _say(f"gemm build: {exc}")
+        return EXIT_USAGE
     if not paths:
         paths = [str(root) for root in envs.config_roots() if root.is_dir()]
     try:

@@ -118,7 +118,7 @@ def run_fit(args) -> int:
     from gemm.tuner.model.fitted import MODEL_FAMILY
 
     try:
-        out = output_file(args.out, "--out") if args.out else envs.user_data_dir() / "coefficients.json"
+        out = output_file(args.out, "--out", "coefficients.json") if args.out else envs.user_data_dir() / "coefficients.json"
         observations = load_observations(args.logs)
     except (OSError, ValueError) as exc:
         _say(f"gemm fit: {exc}")

@@ -86,8 +86,8 @@ def run_compare(args) -> int:
     try:
         _, pruned = read_log(args.pruned)
         _, exhaustive = read_log(args.exhaustive)
-    except (OSError, LogFormatError) as exc:
-        print(f"gemm compare: {exc}", file=sys.stderr)
+    except LogFormatError as exc:
+        say(f"gemm compare: {exc}")
         return EXIT_USAGE
     frame = compare_logs(pruned, exhaustive, args.tie)
     if frame.empty:
@@ -123,8 +123,8 @@ def run_plot(args) -> int:
     for raw in args.logs:
         try:
             header, log_rows = read_log(raw)
-        except (OSError, LogFormatError) as exc:
-            say(f"gemm plot: cannot read {raw}: {exc}")
+        except LogFormatError as exc:
+            say(f"gemm plot: {exc}")
             return EXIT_USAGE
         rows += log_rows
         if header.device_name not in devices:

@@ -112,7 +112,7 @@ def settings_from_args(args):
         except ValueError as exc:
             raise UsageError(f"--timer: {exc}") from None
     out_root = output_dir(args.out, "--out") if args.out else output_dir(config_root(), "the user config directory")
-    log_path = output_file(args.log, "--log") if args.log else None
+    log_path = output_file(args.log, "--log", "tune.jsonl") if args.log else None
     if args.interpret and not (args.shape or args.preset):
         swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)  # small enough to interpret
     else:

@@ -159,7 +159,7 @@ def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
     """Write ``document`` to ``path`` via a temp file in the same directory and ``os.replace``.
 
     Readers see the old file or the complete new one; on any failure the temp
-    file is removed and the old file is untouched.
+    file is removed and the old file is untouched (an OSError names ``path``).
     """
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -176,9 +176,11 @@ def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
             mode = 0o644
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the target
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
     with contextlib.suppress(OSError):  # make the rename durable; not every file system allows this
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -112,8 +112,9 @@ def read_log(path: Path | str) -> tuple[Fingerprint, list[Measurement]]:
     del torn
     if not lines or not lines[0].strip():
         raise LogFormatError(f"{path}: empty log (no header line)")
+    header = _parse_line(path, 1, lines[0])
     try:
-        fingerprint = Fingerprint.from_json(_parse_line(path, 1, lines[0]))
+        fingerprint = Fingerprint.from_json(header)
     except LogFormatError as exc:
         raise LogFormatError(f"{path}:1: {exc}") from None
     rows = []
