@@ -11,6 +11,7 @@ set of knobs stays discoverable and documented.
 | ``GEMM_NVCC`` | the nvcc executable | ``$CUDA_HOME/bin/nvcc`` or ``nvcc`` on ``PATH`` |
 | ``GEMM_BUILD_JOBS`` | parallel nvcc processes (a positive integer) | number of CPUs |
 | ``GEMM_CHECK_SCALES`` | ``1``: the op checks that its scales are finite (one ``isfinite`` reduction per call, skipped while compiling or capturing a CUDA graph) | ``0`` |
+| ``XDG_DATA_HOME`` | base of the default user config directory and user data (read, not owned) | ``~/.local/share`` |
 | ``TRITON_INTERPRET`` | run Triton kernels in the CPU interpreter (read, not owned; ``--interpret`` sets it) | unset |
 | ``CUDA_VISIBLE_DEVICES`` | the GPUs a process sees (not owned; a per-GPU tuning worker pins itself with it) | unset |
 

@@ -155,6 +155,14 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (a failed write names no file), so that the
+    one line the command line makes of it says where."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
     """Write ``document`` to ``path`` via a temp file in the same directory and ``os.replace``.
 
@@ -179,8 +187,8 @@ def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
-        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the target
-            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from None
+        if isinstance(exc, OSError):
+            raise naming(exc, path) from None
         raise
     with contextlib.suppress(OSError):  # make the rename durable; not every file system allows this
         dir_fd = os.open(path.parent, os.O_RDONLY)

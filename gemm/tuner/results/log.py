@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from gemm.configs.store import naming
 from gemm.tuner.results.measurement import Measurement, Stage, Status
 
 LOG_KIND = "gemm-tune-log"
@@ -160,7 +161,7 @@ class ResultsLog:
             os.replace(tmp, path)  # the header appears whole or not at all
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _naming(exc, path) from None
+            raise naming(exc, path) from None
         return cls(path, fingerprint)
 
     @classmethod
@@ -194,7 +195,7 @@ class ResultsLog:
             self._file.write(json.dumps(row.to_json(), sort_keys=True) + "\n")
             self._file.flush()
         except OSError as exc:  # e.g. a full disk: the rows before this one are in the log
-            raise _naming(exc, self.path) from None
+            raise naming(exc, self.path) from None
         self._keys.add(row.key)
 
     def extend(self, rows: Iterable[Measurement]) -> None:
@@ -212,7 +213,7 @@ class ResultsLog:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:
-            raise _naming(exc, self.path) from None
+            raise naming(exc, self.path) from None
         finally:
             try:
                 self._file.close()
@@ -224,13 +225,6 @@ class ResultsLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _naming(exc: OSError, path: Path) -> OSError:
-    """``exc`` with ``path`` as its file name when it has none (a failed write names no file)."""
-    if exc.filename is not None:
-        return exc
-    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def _drop_torn_tail(path: Path) -> None:
