@@ -26,6 +26,7 @@ Two variables are also written here, for processes the package starts itself:
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -186,5 +187,9 @@ def check_environment() -> None:
     if cutlass and not Path(cutlass).expanduser().is_dir():
         raise EnvError(f"GEMM_CUTLASS_DIR={cutlass} is not a directory; it must name a CUTLASS source tree "
                        f"(the folder holding include/), or be unset to use the nvidia-cutlass wheel")
+    nvcc = _get("GEMM_NVCC")
+    if nvcc and not (shutil.which(nvcc) if os.sep not in nvcc else os.access(Path(nvcc).expanduser(), os.X_OK)):
+        raise EnvError(f"GEMM_NVCC={nvcc} is not an executable nvcc; name the nvcc binary (or unset it to use "
+                       f"$CUDA_HOME/bin/nvcc or nvcc on PATH)")
     build_jobs()
     check_scales()

@@ -225,3 +225,19 @@ def test_a_full_disk_while_writing_a_config_leaves_the_old_file_and_no_temp_file
     assert len(_lines(err)) == 1 and str(written) in err and "No space left" in err
     assert written.read_text() == before
     assert not [p for p in (tmp_path / "root").rglob("*.tmp")]
+
+
+def test_a_compressed_log_is_never_appended_to(tmp_path, capsys):
+    import gzip
+    import shutil
+
+    shipped = sorted((REPO / "tuned_configs" / "logs").glob("*.jsonl.gz"))[0]
+    log = tmp_path / shipped.name
+    shutil.copy(shipped, log)
+    before = log.read_bytes()
+    fingerprint, _ = results_log.read_log(log)
+    with pytest.raises(ValueError, match="gunzip"):
+        results_log.ResultsLog.resume(log, fingerprint)
+    assert main(["tune", "--interpret", "--out", str(tmp_path / "o"), "--log", str(log), "--resume"]) == 2
+    assert "--log" in _error(capsys)
+    assert log.read_bytes() == before and gzip.decompress(before)

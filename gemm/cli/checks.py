@@ -19,15 +19,17 @@ from typing import Callable
 from gemm.cli.common import UsageError
 
 
-def count(low: int, what: str = "") -> Callable[[str], int]:
-    """An argparse type: an integer >= ``low`` (``what`` says what it counts, for the message)."""
+def count(low: int, what: str = "", high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``low`` (and <= ``high``); ``what`` says what it counts, for the message."""
+    bound = f">= {low}" if high is None else f"from {low} to {high}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}{f' ({what})' if what else ''}, "
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}{f' ({what})' if what else ''}, "
                                              f"got {text!r}")
         return value
 
@@ -50,6 +52,17 @@ def number(low: float, inclusive: bool = True, what: str = "") -> Callable[[str]
         return value
 
     parse.__name__ = "number"
+    return parse
+
+
+def text(what: str) -> Callable[[str], str]:
+    """An argparse type: a non-empty string without surrounding blanks (``what`` it names, for the message)."""
+    def parse(value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise argparse.ArgumentTypeError(f"expected {what} (non-empty, no surrounding spaces), got {value!r}")
+        return value
+
+    parse.__name__ = "text"
     return parse
 
 
@@ -81,10 +94,14 @@ def output_dir(value: str | Path, option: str) -> Path:
 
 def output_file(value: str | Path, option: str, example: str = "out.json") -> Path:
     """``value`` as a file that may be written (its directory made if missing); UsageError naming ``option``
-    for a directory (``example`` is the file name suggested in it), or a parent that cannot hold it."""
+    for a directory (``example`` is the file name suggested in it), a compressed (``.gz``) file, which
+    appending would corrupt, or a parent that cannot hold it."""
     path = Path(value).expanduser()
     if path.is_dir():
         raise UsageError(f"{option} {value}: is a directory; name a file (e.g. {path / example})")
+    if path.suffix == ".gz":
+        raise UsageError(f"{option} {value}: a .gz file cannot be appended to; name a plain file (gunzip a "
+                         f"shipped log first to continue it)")
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {value}: the file is not writable; name another file")
     output_dir(path.parent, f"{option} {value}: its directory")

@@ -7,7 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
-from gemm.cli.checks import input_file, output_dir, output_file
+from gemm.cli.checks import input_file, output_dir, output_file, text
 
 from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, m_grid, name_list, shapes
 from gemm.cli.common import say as _say
@@ -40,7 +40,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="coefficients file to write (default: coefficients.json in the "
                                                  "user data directory, ~/.local/share/gemm; use it with "
                                                  "gemm predict --model PATH)")
-    p.add_argument("--version", help="version tag stored in predicted configs (default from GPUs and date)")
+    p.add_argument("--version", type=text("a version tag"), help="version tag stored in predicted configs (default from GPUs and date)")
     p.add_argument("--cross-validate", action="store_true",
                    help="also score leave-one-shape-out fits (one fit per shape: slower)")
     p.add_argument("--check", nargs="+", metavar="LOG",

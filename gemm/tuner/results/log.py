@@ -147,8 +147,7 @@ class ResultsLog:
         written (a full disk), its temp file is removed and the OSError names the log.
         """
         path = Path(path)
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory, not a results log; name a file", str(path))
+        _writable_log(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             n = 1
@@ -172,6 +171,7 @@ class ResultsLog:
         run's in device, software versions or search space.
         """
         path = Path(path)
+        _writable_log(path)
         try:
             old, rows = read_log(path)
         except LogFormatError as exc:
@@ -181,9 +181,8 @@ class ResultsLog:
         problems = old.mismatches(fingerprint)
         if problems:
             raise LogMismatchError(
-                f"cannot resume {path}: it was written by a different device, software or search space:\n  "
-                + "\n  ".join(problems)
-                + "\nstart a fresh sweep (drop --resume) or point --log at another file")
+                f"cannot resume {path}: it was written by a different device, software or search space ("
+                + "; ".join(problems) + "); start a fresh sweep (drop --resume) or point --log at another file")
         _drop_torn_tail(path)
         return cls(path, old, {row.key for row in rows}), rows
 
@@ -225,6 +224,15 @@ class ResultsLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _writable_log(path: Path) -> None:
+    """Refuse a directory (never moved aside) and a compressed log (appending would corrupt it)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a results log; name a file", str(path))
+    if path.suffix == ".gz":
+        raise ValueError(f"{path}: a compressed results log cannot be appended to; gunzip it and name the "
+                         f"plain .jsonl file")
 
 
 def _drop_torn_tail(path: Path) -> None:
