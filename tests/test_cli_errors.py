@@ -206,7 +206,8 @@ def test_presets_into_a_closed_pipe_ends_quietly():
 def test_a_full_disk_while_writing_a_config_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch, capsys):
     from gemm.configs import store
 
-    src = tmp_path / "engine" / "N=256,K=256,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json"
+    name = "N=256,K=256,device_name=NVIDIA_H100_80GB_HBM3,dtype=fp8_w8a8,block_shape=[128,128].json"
+    src = tmp_path / "engine" / name
     src.parent.mkdir()
     src.write_text(json.dumps({"1": {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1,
                                      "num_warps": 4, "num_stages": 3}}))

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gemm.cli import bench, configs, model, results, tune
 
     parser = Parser(prog="gemm", description="Block-scaled FP8 GEMM toolkit",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     tune.add_parsers(sub)
     configs.add_parsers(sub)

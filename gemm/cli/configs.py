@@ -145,16 +145,17 @@ def run_import(args) -> int:
     out = _out_dir("import", args)
     if out is None:
         return EXIT_USAGE
+    arch = None
     if args.arch is not None:
         from gemm.arch import KNOWN_ARCHS, get_arch
 
         try:
-            args.arch = get_arch(args.arch).name
+            arch = get_arch(args.arch).name
         except KeyError:
             _say(f"gemm import: --arch {args.arch!r} is not a known GPU; expected one of {', '.join(KNOWN_ARCHS)} "
                  f"(leave --arch out for another GPU: its device name is recorded as its arch)")
             return EXIT_USAGE
-    return _convert_each("import", args.src, lambda path: import_config(path, out, args.arch, args.force))
+    return _convert_each("import", args.src, lambda path: import_config(path, out, arch, args.force))
 
 
 def run_validate(args) -> int:

@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from gemm.cli.checks import input_file, output_dir, output_file, text
-
 from gemm.cli.common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, m_grid, name_list, shapes
 from gemm.cli.common import say as _say
 from gemm.tuner.presets import DEFAULT_PRESET, PRESETS
@@ -32,7 +31,8 @@ def add_parsers(sub) -> None:
                                                 "~/.local/share/gemm/tuned_configs)")
     p.add_argument("--model", metavar="PATH", help="coefficients file (default: the one shipped with gemm)")
     p.add_argument("--force", action="store_true",
-                   help="predicted entries replace measured and imported ones at the same M (default: kept, and said)")
+                   help="predicted entries replace measured and imported ones at the same M "
+                        "(default: those are kept, and said)")
     p.set_defaults(handler=run_predict)
 
     p = sub.add_parser("fit", help="fit the cost model's coefficients to results logs")
@@ -40,7 +40,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", metavar="PATH", help="coefficients file to write (default: coefficients.json in the "
                                                  "user data directory, ~/.local/share/gemm; use it with "
                                                  "gemm predict --model PATH)")
-    p.add_argument("--version", type=text("a version tag"), help="version tag stored in predicted configs (default from GPUs and date)")
+    p.add_argument("--version", type=text("a version tag"),
+                   help="version tag stored in predicted configs (default from GPUs and date)")
     p.add_argument("--cross-validate", action="store_true",
                    help="also score leave-one-shape-out fits (one fit per shape: slower)")
     p.add_argument("--check", nargs="+", metavar="LOG",
@@ -118,7 +119,8 @@ def run_fit(args) -> int:
     from gemm.tuner.model.fitted import MODEL_FAMILY
 
     try:
-        out = output_file(args.out, "--out", "coefficients.json") if args.out else envs.user_data_dir() / "coefficients.json"
+        out = (output_file(args.out, "--out", "coefficients.json") if args.out
+               else envs.user_data_dir() / "coefficients.json")
         observations = load_observations(args.logs)
     except (OSError, ValueError) as exc:
         _say(f"gemm fit: {exc}")

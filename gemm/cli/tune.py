@@ -85,7 +85,8 @@ def add_parsers(sub) -> None:
                      help="seconds a candidate may take to build (default 900)")
     run.add_argument("--time-limit", type=number(0, inclusive=False, what="seconds"), metavar="S",
                      help="stop after about S seconds (exit 3); continue later with --resume")
-    run.add_argument("--seed", type=count(0, high=2**63 - 1), help="seed of the random verification data (default: fresh)")
+    run.add_argument("--seed", type=count(0, high=2**63 - 1),
+                     help="seed of the random verification data (default: fresh)")
     run.add_argument("--no-prebuild", action="store_true",
                      help="do not compile CUTLASS kernels ahead of the sweep")
     run.add_argument("--timer", metavar="MODULE:CLASS",
