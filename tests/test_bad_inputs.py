@@ -148,6 +148,7 @@ CLI_CASES = [
     ("select-out-file", "select {log} --out {file}", {}, 2, "--out"),
     ("select-log-missing", "select {missing} --out {tmp}/s", {}, 2, "missing"),
     ("compare-target", "compare {log} {log} --target 0", {}, 2, "--target"),
+    ("compare-target-above-one", "compare {log} {log} --target 1.5", {}, 2, "--target"),
     ("compare-tie", "compare {log} {log} --tie nan", {}, 2, "--tie"),
     ("compare-log-missing", "compare {missing} {log}", {}, 2, "missing"),
     ("bench-time-limit", "bench --time-limit 0", {}, 2, "--time-limit"),

@@ -37,16 +37,18 @@ def count(low: int, what: str = "", high: int | None = None) -> Callable[[str], 
     return parse
 
 
-def number(low: float, inclusive: bool = True, what: str = "") -> Callable[[str], float]:
-    """An argparse type: a finite number >= ``low`` (> ``low`` when not ``inclusive``); nan and inf refused."""
-    bound = f"{'>=' if inclusive else '>'} {low:g}"
+def number(low: float, inclusive: bool = True, what: str = "", high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number >= ``low`` (> ``low`` when not ``inclusive``) and <= ``high``; nan and
+    inf refused."""
+    bound = f"{'>=' if inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+        if (not math.isfinite(value) or value < low or (value == low and not inclusive)
+                or (high is not None and value > high)):
             raise argparse.ArgumentTypeError(f"expected a finite number {bound}{f' ({what})' if what else ''}, "
                                              f"got {text!r}")
         return value

@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
     p.add_argument("pruned", metavar="PRUNED_LOG")
     p.add_argument("exhaustive", metavar="EXHAUSTIVE_LOG")
     p.add_argument("--tie", type=number(0), default=0.02, metavar="F")
-    p.add_argument("--target", type=number(0, inclusive=False), default=0.97, metavar="F",
+    p.add_argument("--target", type=number(0, inclusive=False, high=1.0), default=0.97, metavar="F",
                    help="exit 1 if any point's ratio is below this (default 0.97)")
     p.set_defaults(handler=run_compare)
 
