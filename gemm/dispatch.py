@@ -37,9 +37,8 @@ import torch
 
 from gemm import envs
 from gemm.arch import ArchSpec, detect_arch, interpreter_arch
-from gemm.configs import ConfigError, ConfigWarning, config_path, find_configs, forget_cached
+from gemm.configs import ConfigError, ConfigWarning, config_path, find_configs, forget_cached, rank_ms
 from gemm.configs.schema import ConfigEntry
-from gemm.configs.store import rank_ms
 from gemm.kernels import get_backend
 from gemm.kernels.base import Backend, GemmFn, KernelParams
 from gemm.problem import GemmInputError, GemmProblem

@@ -16,7 +16,7 @@ from gemm.configs.schema import (
 )
 from gemm.configs.store import (
     SOURCE_RANK, KeptEntriesWarning, find_config, find_configs, forget_cached, load_config_file, merge_configs,
-    nearest_entry, ranked_entries, write_config,
+    nearest_entry, rank_ms, ranked_entries, write_config,
 )
 from gemm.configs.validation import validate_config_file
 
@@ -43,6 +43,7 @@ __all__ = [
     "merge_configs",
     "nearest_entry",
     "parse_config_filename",
+    "rank_ms",
     "ranked_entries",
     "validate_config_file",
     "write_config",
