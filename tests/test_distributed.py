@@ -452,7 +452,7 @@ def test_gpus_usage_errors(tmp_path, capsys, monkeypatch):
     assert main([*base, "--gpus", "1,1"]) == 2
     assert "named twice" in capsys.readouterr().err
     assert main([*base, "--gpus", "2", "--workers", "-1"]) == 2
-    assert "--workers must be >= 0" in capsys.readouterr().err
+    assert "argument --workers: expected an integer >= 0" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     assert main([*base, "--ray"]) == 2
     assert "pip install 'gemm[ray]'" in capsys.readouterr().err
