@@ -2,7 +2,7 @@
 
 Tests never write into the repository's shipped ``tuned_configs/`` nor into the real user config
 directory: the user data directory points at a temporary one for the whole run (subprocesses
-included), and a session check fails if anything under ``tuned_configs/`` changed.
+included), and a check at the end of the run fails if anything under ``tuned_configs/`` changed.
 """
 
 import os
