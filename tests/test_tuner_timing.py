@@ -36,3 +36,15 @@ def test_wall_clock_timer_returns_output_and_reps():
     timing = WallClockTimer().measure(fn, (torch.ones(2), torch.ones(2), None, None), reps=3)
     assert timing.reps == 3 and timing.us > 0 and torch.equal(timing.output, torch.full((2,), 2.0))
     assert len(calls) == 4
+
+
+def test_a_bad_timer_is_refused_when_the_target_is_made():
+    import pytest
+
+    from gemm.tuner.settings import SetupError
+    from gemm.tuner.target import interpreter_target, timer_for
+
+    with pytest.raises(SetupError, match="--timer: expected an importable class"):
+        interpreter_target("not a timer")
+    assert timer_for(None, gpu=False).endswith("WallClockTimer")
+    assert timer_for("gemm.tuner.timing:WallClockTimer", gpu=True) == "gemm.tuner.timing:WallClockTimer"

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from gemm.arch import ArchSpec
 from gemm.tuner.settings import SetupError
-from gemm.tuner.timing import DEFAULT_CPU_TIMER, DEFAULT_GPU_TIMER
+from gemm.tuner.timing import DEFAULT_CPU_TIMER, DEFAULT_GPU_TIMER, timer_class
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,17 @@ class Target:
 
 
 def timer_for(timer: str | None, gpu: bool) -> str:
-    """``timer`` when one is named, else the default of a GPU (CUDA graphs) or of the CPU interpreter."""
-    return timer or (DEFAULT_GPU_TIMER if gpu else DEFAULT_CPU_TIMER)
+    """``timer`` when one is named, else the default of a GPU (CUDA graphs) or of the CPU interpreter.
+
+    A named timer is resolved now, so a bad one is a SetupError before any work starts.
+    """
+    if timer:
+        try:
+            timer_class(timer)
+        except ValueError as exc:
+            raise SetupError(f"--timer: {exc}") from None
+        return timer
+    return DEFAULT_GPU_TIMER if gpu else DEFAULT_CPU_TIMER
 
 
 def interpreter_target(timer: str | None = None) -> Target:
