@@ -70,11 +70,24 @@ def per_token_group_quant_fp8(x: torch.Tensor, group_size: int = 128, eps: float
         scales = buffer[:, :m].t()
     else:
         scales = torch.empty((m, groups), dtype=torch.float32, device=x.device)
-    # amax over each group, written straight into the chosen layout (no extra pass for MN-major).
+    # The group reduction writes the chosen layout, so MN-major scales need no transposed copy afterwards.
     torch.amax(xf.abs(), dim=2, out=scales)
     scales.div_(FP8_MAX).clamp_min_(eps)
     q_fp8.view(m, groups, group_size).copy_((xf / scales[:, :, None]).clamp(-FP8_MAX, FP8_MAX))
     return q_fp8[:, :k].contiguous() if k % group_size else q_fp8, scales
+
+
+def mn_major_scales(a_scale: torch.Tensor) -> torch.Tensor:
+    """Activation scales [M, G] fp32 (any layout) as the MN-major, TMA-aligned view that
+    ``per_token_group_quant_fp8(..., scale_layout="mn_major")`` returns: strides (1, roundup(M, 4)),
+    same values, one copy."""
+    if not isinstance(a_scale, torch.Tensor) or a_scale.dim() != 2:
+        raise GemmInputError(f"a_scale must be a 2-D tensor [M, K/128], got {getattr(a_scale, 'shape', a_scale)!r}")
+    m, groups = a_scale.shape
+    buffer = torch.empty((groups, (m + 3) // 4 * 4), dtype=torch.float32, device=a_scale.device)
+    buffer[:, m:] = 1.0  # padding columns: finite, never read as a row's scale
+    buffer[:, :m] = a_scale.t()
+    return buffer[:, :m].t()
 
 
 def per_block_quant_fp8(w: torch.Tensor, block_size: tuple[int, int] = (128, 128),

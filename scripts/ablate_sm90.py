@@ -21,17 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gemm.kernels.sm90.launcher import Sm90Library, make_gemm_fn  # noqa: E402
 from gemm.kernels.sm90.params import Sm90Params  # noqa: E402
 from gemm.problem import GemmProblem  # noqa: E402
-from gemm.quant import random_problem_inputs  # noqa: E402
+from gemm.quant import mn_major_scales, random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
 from gemm.tuner.timing import copies_for, replay_samples_us  # noqa: E402
-
-
-def mn_major(a_scale: torch.Tensor) -> torch.Tensor:
-    """The same values in the TMA-aligned MN-major layout (element (m, kb) at kb * roundup(M, 4) + m)."""
-    m, kb = a_scale.shape
-    buffer = torch.zeros(kb, (m + 3) // 4 * 4, dtype=a_scale.dtype, device=a_scale.device)
-    buffer[:, :m] = a_scale.t()
-    return buffer[:, :m].t()
 
 
 def median_us(fn, sets) -> float:
@@ -57,7 +49,7 @@ def main() -> None:
                                                              out_dtype=torch.bfloat16), sets)
     flops = 2 * m * n * k
     print(f"M={m} N={n} K={k}: cuBLAS per-tensor {cublas:9.2f} us {flops / cublas / 1e6:6.0f} TFLOPS")
-    mn_sets = [(a, b, mn_major(sa), sb) for a, b, sa, sb in sets]
+    mn_sets = [(a, b, mn_major_scales(sa), sb) for a, b, sa, sb in sets]
     ref = reference_matmul(*base)
     for path in args.libraries:
         library = Sm90Library(path)

@@ -30,7 +30,7 @@ from gemm.kernels.sm90 import codegen  # noqa: E402
 from gemm.kernels.sm90.backend import Sm90Backend  # noqa: E402
 from gemm.kernels.sm90.params import Sm90Params, overlap_fits  # noqa: E402
 from gemm.problem import GemmProblem  # noqa: E402
-from gemm.quant import random_problem_inputs  # noqa: E402
+from gemm.quant import mn_major_scales, random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
 
 TILES = [(64, 128), (64, 64), (64, 32), (64, 208), (128, 128), (128, 112), (128, 160), (128, 192), (128, 208),
@@ -39,20 +39,6 @@ RAGGED = [(1, 576, 7168), (3, 2112, 7168), (17, 512, 256), (31, 7168, 512), (100
           (257, 576, 7168), (1000, 4608, 7168), (64, 1536, 18432), (520, 7168, 18432)]
 TIME_SHAPES = [(2112, 7168), (4608, 7168), (7168, 2048), (36864, 7168), (7168, 18432), (512, 7168), (3072, 1536)]
 TIME_M = [16, 128, 1024, 8192]
-
-
-def mn_major(a_scale: torch.Tensor) -> torch.Tensor:
-    """The same values in the TMA-aligned MN-major layout: element (m, kb) at kb * roundup(M, 4) + m."""
-    m, kb = a_scale.shape
-    pad = (m + 3) // 4 * 4
-    buffer = torch.zeros(kb, pad, dtype=a_scale.dtype, device=a_scale.device)
-    buffer[:, :m] = a_scale.t()
-    return buffer[:, :m].t()
-
-
-def tile(bm: int, bn: int, overlap: bool | None = None, **kw) -> Sm90Params:
-    """Params of a tile, with ``overlap`` where it fits unless told."""
-    return Sm90Params(block_m=bm, block_n=bn, overlap=overlap_fits(bm, bn) if overlap is None else overlap, **kw)
 
 
 def run_checked(fn, a, b, sa, sb, ref) -> tuple[float, bool]:
@@ -66,18 +52,20 @@ def run_checked(fn, a, b, sa, sb, ref) -> tuple[float, bool]:
 
 def phase_build(_args) -> None:
     backend = Sm90Backend()
-    configs = {tile(bm, bn).kernel_config() for bm, bn in TILES}
-    configs |= {tile(bm, bn, overlap=False).kernel_config() for bm, bn in TILES}
+    configs = {Sm90Params.for_tile(bm, bn).kernel_config() for bm, bn in TILES}
+    configs |= {Sm90Params.for_tile(bm, bn, overlap=False).kernel_config() for bm, bn in TILES}
     for m in TIME_M:
         for n, k in TIME_SHAPES:
             for p in time_candidates(backend, GemmProblem(m, n, k)):
                 configs.add(p.kernel_config())
     start = time.perf_counter()
-    outcomes = jit.build_many([codegen.build_spec(c) for c in sorted(configs, key=lambda c: c.name)],
-                              progress=lambda o: print(f"built {o.spec.name}: "
-                                                       f"{'error ' + str(o.error)[:300] if o.error else ''}"
-                                                       f"{'' if o.error else f'{o.result.seconds:.1f} s, regs {o.result.registers}, spill {o.result.spill_bytes}'}",
-                                                       flush=True))
+
+    def report(outcome) -> None:
+        result = outcome.result
+        print(f"built {outcome.spec.name}: " + (f"error {str(outcome.error)[:300]}" if outcome.error else
+              f"{result.seconds:.1f} s, regs {result.registers}, spill {result.spill_bytes}"), flush=True)
+
+    outcomes = jit.build_many([codegen.build_spec(c) for c in sorted(configs, key=lambda c: c.name)], progress=report)
     failed = [o for o in outcomes if o.error]
     print(f"{len(outcomes)} kernels, {len(failed)} failed, {time.perf_counter() - start:.0f} s")
 
@@ -88,15 +76,15 @@ def phase_correct(args) -> None:
     cases = []
     for bm, bn in TILES:
         for m, n, k in RAGGED:
-            cases.append((tile(bm, bn), (m, n, k), "row"))
+            cases.append((Sm90Params.for_tile(bm, bn), (m, n, k), "row"))
             if overlap_fits(bm, bn):
-                cases.append((tile(bm, bn, overlap=False), (m, n, k), "row"))
+                cases.append((Sm90Params.for_tile(bm, bn, overlap=False), (m, n, k), "row"))
     for m, n, k in RAGGED[::2]:
         for bm, bn in [(128, 112), (64, 128), (128, 128)]:
             for cm, cn in [(2, 1), (1, 2)]:
                 for layout in ("row", "mn"):
-                    cases.append((tile(bm, bn, cluster_m=cm, cluster_n=cn), (m, n, k), layout))
-            cases.append((tile(bm, bn, raster="along_n", group=3), (m, n, k), "mn"))
+                    cases.append((Sm90Params.for_tile(bm, bn, cluster_m=cm, cluster_n=cn), (m, n, k), layout))
+            cases.append((Sm90Params.for_tile(bm, bn, raster="along_n", group=3), (m, n, k), "mn"))
     inputs = {}
     for params, (m, n, k), layout in cases:
         problem = GemmProblem(m, n, k)
@@ -111,7 +99,7 @@ def phase_correct(args) -> None:
         a, b, sa, sb, ref = inputs[(m, n, k)]
         try:
             fn = backend.build(problem, params)
-            err, nan = run_checked(fn, a, b, mn_major(sa) if layout == "mn" else sa, sb, ref)
+            err, nan = run_checked(fn, a, b, mn_major_scales(sa) if layout == "mn" else sa, sb, ref)
             status = "OK" if (err < 1e-2 and not nan) else "WRONG"
             rows.append(dict(params=params.short(), m=m, n=n, k=k, layout=layout, status=status,
                              error=f"{err:.2e}", note="nan" if nan else ""))
@@ -133,9 +121,10 @@ def time_candidates(backend: Sm90Backend, problem: GemmProblem) -> list[Sm90Para
     out = []
     for bm in backend.block_ms(problem):
         for bn in (64, 96, 112, 128, 144, 160, 192, 208):
-            variants = [tile(bm, bn, cluster_m=cm, cluster_n=cn) for cm, cn in ((1, 1), (2, 1), (1, 2))]
+            variants = [Sm90Params.for_tile(bm, bn, cluster_m=cm, cluster_n=cn)
+                        for cm, cn in ((1, 1), (2, 1), (1, 2))]
             if overlap_fits(bm, bn):
-                variants.append(tile(bm, bn, overlap=False))
+                variants.append(Sm90Params.for_tile(bm, bn, overlap=False))
             out += [p for p in variants if backend.check(problem, p, None) is None]
     return out
 
@@ -184,7 +173,7 @@ def phase_time(args) -> None:
                     best = (us, params)
             mn_note = ""
             if best:  # what the row-major scale path costs: the best params again with MN-major scales
-                mn_sets = [(a, b, mn_major(sa), sb) for a, b, sa, sb in sets]
+                mn_sets = [(a, b, mn_major_scales(sa), sb) for a, b, sa, sb in sets]
                 mn_us = median(backend.build(problem, best[1]), mn_sets)
                 mn_note = f"  mn-major {mn_us:8.2f} us"
                 rows.append(dict(m=m, n=n, k=k, params="BEST-MN " + best[1].short(), us=f"{mn_us:.2f}",
@@ -210,16 +199,15 @@ SANITIZE_SNIPPET = """
 import sys, torch
 sys.path.insert(0, {root!r})
 from gemm.kernels.sm90.backend import Sm90Backend
-from gemm.kernels.sm90.params import Sm90Params, overlap_fits
+from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
-from gemm.quant import random_problem_inputs
+from gemm.quant import mn_major_scales, random_problem_inputs
 from gemm.reference import reference_matmul, relative_error
-p = Sm90Params(block_m={bm}, block_n={bn}, overlap=overlap_fits({bm}, {bn}), cluster_m={cm}, cluster_n={cn})
+p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn})
 problem = GemmProblem({m}, {n}, {k})
 a, b, sa, sb = random_problem_inputs({m}, {n}, {k}, device="cuda")
 if {mn}:
-    pad = ({m} + 3) // 4 * 4
-    buf = torch.zeros(sa.shape[1], pad, device="cuda"); buf[:, :{m}] = sa.t(); sa = buf[:, :{m}].t()
+    sa = mn_major_scales(sa)
 out = Sm90Backend().build(problem, p)(a, b, sa, sb)
 torch.cuda.synchronize()
 print("relerr", relative_error(out, reference_matmul(a, b, sa.contiguous(), sb)))

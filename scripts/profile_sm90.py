@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gemm.kernels.sm90.backend import Sm90Backend  # noqa: E402
-from gemm.kernels.sm90.params import Sm90Params, overlap_fits  # noqa: E402
+from gemm.kernels.sm90.params import Sm90Params  # noqa: E402
 from gemm.problem import GemmProblem  # noqa: E402
 from gemm.quant import random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
@@ -29,12 +29,12 @@ ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n"}
 def parse_params(text: str) -> Sm90Params:
     tile, *fields = text.split(":")
     block_m, block_n = (int(v) for v in tile.split("x"))
-    values = {"block_m": block_m, "block_n": block_n, "overlap": overlap_fits(block_m, block_n)}
+    values = {}
     for field in fields:
         key, value = field.split("=")
         key = ALIASES.get(key, key)
         values[key] = bool(int(value)) if key == "overlap" else (value if key == "raster" else int(value))
-    return Sm90Params(**values)
+    return Sm90Params.for_tile(block_m, block_n, **values)
 
 
 def main() -> None:

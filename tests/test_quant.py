@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gemm.problem import GemmInputError, activation_scale_layout
-from gemm.quant import FP8_MAX, per_block_quant_fp8, per_token_group_quant_fp8, random_problem_inputs
+from gemm.quant import FP8_MAX, mn_major_scales, per_block_quant_fp8, per_token_group_quant_fp8, random_problem_inputs
 from gemm.reference import dequantize_activation, dequantize_weight
 
 
@@ -73,3 +73,13 @@ def test_mn_major_scales_hold_the_same_values_in_a_tma_aligned_layout(m, k):
 def test_unknown_scale_layout_is_named():
     with pytest.raises(GemmInputError, match="scale_layout must be one of"):
         per_token_group_quant_fp8(torch.randn(2, 128), scale_layout="k_major")
+
+
+def test_mn_major_scales_of_row_major_scales_match_the_quantizer():
+    x = torch.randn(5, 300)
+    _, s_row = per_token_group_quant_fp8(x, 128)
+    _, s_mn = per_token_group_quant_fp8(x, 128, scale_layout="mn_major")
+    converted = mn_major_scales(s_row)
+    assert converted.stride() == s_mn.stride() == (1, 8) and torch.equal(converted, s_row)
+    with pytest.raises(GemmInputError, match="a_scale must be a 2-D tensor"):
+        mn_major_scales(torch.ones(3))

@@ -195,3 +195,9 @@ def test_sm90_compile_only(tmp_path, monkeypatch):
             with pytest.raises(Exception, match="cudaGetDevice|CUDA"):
                 library.prepare(0)
     assert math.isfinite(built.seconds)
+
+
+def test_for_tile_takes_overlap_where_the_registers_allow():
+    assert Sm90Params.for_tile(128, 128).overlap and not Sm90Params.for_tile(128, 144).overlap
+    assert not Sm90Params.for_tile(128, 128, overlap=False).overlap
+    assert Sm90Params.for_tile(64, 96, cluster_n=2, group=3) == Sm90Params(64, 96, overlap=True, cluster_n=2, group=3)

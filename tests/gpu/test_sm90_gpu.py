@@ -19,26 +19,14 @@ from gemm import dispatch
 from gemm.arch import detect_arch
 from gemm.configs.naming import config_path
 from gemm.kernels.sm90.backend import Sm90Backend
-from gemm.kernels.sm90.params import Sm90Params, overlap_fits
+from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
-from gemm.quant import random_problem_inputs
+from gemm.quant import mn_major_scales, random_problem_inputs
 from gemm.reference import reference_matmul, relative_error, tolerance_for
 
 RAGGED = [(1, 576, 7168), (3, 2112, 7168), (17, 512, 256), (31, 7168, 512), (100, 2112, 512),
           (128, 7168, 2304), (257, 576, 7168), (64, 1536, 18432)]
 TILES = [(64, 128), (64, 208), (128, 128), (128, 112), (128, 160), (128, 48), (256, 96)]
-
-
-def tile(block_m: int, block_n: int, **kw) -> Sm90Params:
-    return Sm90Params(block_m=block_m, block_n=block_n, overlap=kw.pop("overlap", overlap_fits(block_m, block_n)),
-                      **kw)
-
-
-def mn_major(a_scale: torch.Tensor) -> torch.Tensor:
-    m, kb = a_scale.shape
-    buffer = torch.zeros(kb, (m + 3) // 4 * 4, device=a_scale.device)
-    buffer[:, :m] = a_scale.t()
-    return buffer[:, :m].t()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +47,7 @@ def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
     ref = reference_matmul(a, b, sa, sb)
     poison = torch.full((m, n), float("nan"), dtype=problem.torch_out_dtype, device="cuda")
     del poison  # the output reuses the block: unwritten elements stay NaN
-    out = backend.build(problem, params)(a, b, mn_major(sa) if layout == "mn" else sa, sb)
+    out = backend.build(problem, params)(a, b, mn_major_scales(sa) if layout == "mn" else sa, sb)
     assert out.shape == (m, n) and out.dtype == problem.torch_out_dtype
     assert not torch.isnan(out).any(), f"{params.short()}: unwritten or NaN outputs at {problem}"
     error = relative_error(out, ref)
@@ -70,27 +58,27 @@ def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
 @pytest.mark.parametrize("block_m,block_n", TILES)
 @pytest.mark.parametrize("m,n,k", RAGGED)
 def test_ragged_set(backend, block_m, block_n, m, n, k):
-    check(backend, tile(block_m, block_n), m, n, k)
+    check(backend, Sm90Params.for_tile(block_m, block_n), m, n, k)
 
 
 @pytest.mark.parametrize("layout", ["row", "mn"])
 @pytest.mark.parametrize("cluster", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("m,n,k", [(3, 576, 512), (300, 2112, 7168), (1000, 4608, 2304)])
 def test_clusters_and_scale_layouts(backend, layout, cluster, m, n, k):
-    check(backend, tile(128, 112, cluster_m=cluster[0], cluster_n=cluster[1]), m, n, k, layout)
-    check(backend, tile(64, 128, cluster_m=cluster[0], cluster_n=cluster[1], raster="along_n", group=3),
-          m, n, k, layout)
+    check(backend, Sm90Params.for_tile(128, 112, cluster_m=cluster[0], cluster_n=cluster[1]), m, n, k, layout)
+    check(backend, Sm90Params.for_tile(64, 128, cluster_m=cluster[0], cluster_n=cluster[1], raster="along_n",
+                                       group=3), m, n, k, layout)
 
 
 @pytest.mark.parametrize("overlap", [True, False])
 def test_overlap_and_fp16(backend, overlap):
-    check(backend, tile(128, 128, overlap=overlap), 520, 7168, 18432)
-    check(backend, tile(128, 96, overlap=overlap), 100, 2112, 7168, out_dtype="float16")
+    check(backend, Sm90Params.for_tile(128, 128, overlap=overlap), 520, 7168, 18432)
+    check(backend, Sm90Params.for_tile(128, 96, overlap=overlap), 100, 2112, 7168, out_dtype="float16")
 
 
 def test_bitwise_reproducible(backend):
     problem = GemmProblem(1000, 4608, 7168)
-    fn = backend.build(problem, tile(128, 112, cluster_m=2))
+    fn = backend.build(problem, Sm90Params.for_tile(128, 112, cluster_m=2))
     inputs = random_problem_inputs(1000, 4608, 7168, device="cuda")
     first = fn(*inputs)
     assert all(torch.equal(first, fn(*inputs)) for _ in range(3))
@@ -98,7 +86,7 @@ def test_bitwise_reproducible(backend):
 
 def test_cuda_graph_capture_and_replay(backend):
     problem = GemmProblem(100, 2112, 7168)
-    fn = backend.build(problem, tile(128, 112))
+    fn = backend.build(problem, Sm90Params.for_tile(128, 112))
     a, b, sa, sb = random_problem_inputs(100, 2112, 7168, device="cuda")
     eager = fn(a, b, sa, sb)
     stream = torch.cuda.Stream()
@@ -128,7 +116,7 @@ def test_default_params_run(backend):
 def test_op_dispatches_to_sm90_from_a_config(backend, tmp_path, monkeypatch):
     arch = detect_arch()
     n, k = 2112, 7168
-    params = tile(128, 112).to_dict()
+    params = Sm90Params.for_tile(128, 112).to_dict()
     document = {
         "schema_version": 1, "device_name": arch.config_device_name, "arch": arch.name, "n": n, "k": k,
         "block_shape": [128, 128], "out_dtype": "bfloat16",

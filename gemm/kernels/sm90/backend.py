@@ -18,9 +18,8 @@ from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
 from gemm.kernels.nvcc import hopper, jit
 from gemm.kernels.sm90 import codegen, launcher
-from gemm.kernels.sm90.params import (BLOCK_K, BLOCK_N_STEP, CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, MAX_BLOCK_N,
-                                      OUT_DTYPES, SM90_SMEM_BYTES, Sm90Params, accumulators_per_thread, overlap_fits,
-                                      shared_memory_bytes, stages_that_fit)
+from gemm.kernels.sm90.params import (CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, OUT_DTYPES, SM90_SMEM_BYTES, Sm90Params,
+                                      accumulators_per_thread, shared_memory_bytes, stages_that_fit)
 from gemm.problem import GemmProblem
 
 #: BLOCK_N values the tuner tries (every multiple of 16 builds; these cover the useful wave counts).
@@ -108,12 +107,11 @@ class Sm90Backend(Backend):
             for block_n in SEARCH_BLOCK_NS:
                 if accumulators_per_thread(block_m, block_n) > MAX_ACCUMULATORS_PER_THREAD:
                     continue
-                overlap = overlap_fits(block_m, block_n)
                 for cluster_m, cluster_n in CLUSTERS:
                     rasters = ("along_m", "along_n") if m_tiles_128 >= 4 else ("along_m",)
                     for raster in rasters:
-                        yield Sm90Params(block_m=block_m, block_n=block_n, overlap=overlap, cluster_m=cluster_m,
-                                         cluster_n=cluster_n, raster=raster, group=DEFAULT_GROUP)
+                        yield Sm90Params.for_tile(block_m, block_n, cluster_m=cluster_m, cluster_n=cluster_n,
+                                                  raster=raster, group=DEFAULT_GROUP)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:
         """Untuned choice: the tile shape of least ``estimated_cost`` (waves x per-tile work) among the
@@ -122,7 +120,7 @@ class Sm90Backend(Backend):
         best = None
         for block_m in self.block_ms(problem):
             for block_n in SEARCH_BLOCK_NS:
-                candidate = Sm90Params(block_m=block_m, block_n=block_n, overlap=overlap_fits(block_m, block_n))
+                candidate = Sm90Params.for_tile(block_m, block_n)
                 if self.check(problem, candidate, arch) is not None:
                     continue
                 cost = estimated_cost(problem, block_m, block_n, num_sms)
@@ -136,9 +134,6 @@ class Sm90Backend(Backend):
         return chosen
 
     # ------------------------------------------------------------------ build
-
-    def kernel_config(self, problem: GemmProblem, params: Sm90Params):
-        return params.kernel_config(problem.out_dtype)
 
     def build(self, problem: GemmProblem, params: KernelParams) -> GemmFn:
         """Compile (or fetch from the cache) and load the instantiation for ``problem``.
@@ -155,5 +150,3 @@ class Sm90Backend(Backend):
         library = launcher.load_library(built.path)
         return launcher.make_gemm_fn(library, problem, params)
 
-
-__all__ = ["Sm90Backend", "BLOCK_K", "BLOCK_N_STEP", "MAX_BLOCK_N"]

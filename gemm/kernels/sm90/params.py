@@ -161,6 +161,12 @@ class Sm90Params(KernelParams):
         require_choice(owner, "raster", self.raster, RASTERS)
         require_int(owner, "group", self.group, 1)
 
+    @classmethod
+    def for_tile(cls, block_m: int, block_n: int, overlap: bool | None = None, **fields) -> "Sm90Params":
+        """Params of a ``block_m`` x ``block_n`` tile, with ``overlap`` where its registers allow unless told."""
+        return cls(block_m=block_m, block_n=block_n,
+                   overlap=overlap_fits(block_m, block_n) if overlap is None else overlap, **fields)
+
     def resolved_stages(self, out_dtype: str = "bfloat16") -> int:
         """``stages``, or with 0 the most that fit (0 when none do)."""
         return self.stages or stages_that_fit(self.block_m, self.block_n, out_dtype)
