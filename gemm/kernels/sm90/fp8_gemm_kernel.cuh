@@ -77,7 +77,7 @@ struct Traits {
   static constexpr bool kAlignedScales = (kScaleBlock % kBlockN == 0) || (kBlockN % kScaleBlock == 0);
   static constexpr int kScaleSlots = kAlignedScales ? (kBlockN + kScaleBlock - 1) / kScaleBlock
                                                     : (kBlockN + 2 * kScaleBlock - 2) / kScaleBlock;
-  static constexpr int kProducerRegs = 40;
+  static constexpr int kProducerRegs = 48;  // 48 x 128 + 232 x 256 = all 64K registers
   static constexpr int kConsumerRegs = kConsumers == 2 ? 232 : 240;
 
   static constexpr int kABytes = kBlockM * kBlockK;  // one stage of A (fp8)
@@ -185,7 +185,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
   constexpr int kMmas = T::kMmasPerConsumer;
   constexpr int kAccum = T::kAccum;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) / 1024 * 1024);
+  // Aligned by pointer arithmetic on smem_raw (not through an integer), so the compiler keeps knowing these
+  // are shared-memory addresses and emits LDS/STS rather than generic loads and stores.
+  uint8_t* smem = smem_raw + ((1024u - (cute::cast_smem_ptr_to_uint(smem_raw) & 1023u)) & 1023u);
   uint8_t* smem_a = smem + T::kOffA;
   uint8_t* smem_b = smem + T::kOffB;
   float* smem_sfa = reinterpret_cast<float*>(smem + T::kOffSfa);
@@ -353,7 +355,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
 
     // The oldest issued block has completed (the caller waited): read its scales and release its stage to
     // the producers of every CTA that wrote into it.
-    auto take_scales = [&](float (&sa)[kMmas][2], float (&sb)[T::kScaleSlots]) {
+    auto read_scales = [&](float (&sa)[kMmas][2], float (&sb)[T::kScaleSlots]) {
       float const* stage_sfa = smem_sfa + finish_stage * T::kBlockM + row_base;
 #pragma unroll
       for (int mi = 0; mi < kMmas; ++mi) {
@@ -362,6 +364,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
 #pragma unroll
       for (int s = 0; s < T::kScaleSlots; ++s) sb[s] = smem_sfb[finish_stage * T::kSfbFloats + s];
+    };
+    auto release_stage = [&]() {
       __syncwarp();
       if (lane == 0) {
         if (args.cluster_size > 1) {
@@ -371,6 +375,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         }
       }
       if (++finish_stage == T::kStages) finish_stage = 0;
+    };
+    auto take_scales = [&](float (&sa)[kMmas][2], float (&sb)[T::kScaleSlots]) {
+      read_scales(sa, sb);
+      release_stage();
     };
 
     // Promote 8-column groups [j_begin, j_end) of a completed block in fp32; each group takes the scale of
@@ -482,8 +490,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       } else {
         for (int kb = 0; kb < blocks; ++kb) {
           issue(partial0);
+          // The block's scales are in shared memory already: their loads overlap its wgmmas.
+          float sa[kMmas][2];
+          float sb[T::kScaleSlots];
+          read_scales(sa, sb);
           cute::warpgroup_wait<0>();
-          finish(partial0, boundary);
+#pragma unroll
+          for (int mi = 0; mi < kMmas; ++mi) fence_accumulators(partial0[mi]);
+          release_stage();
+          promote(partial0, sa, sb, boundary, 0, T::kBlockN / 8);
         }
       }
 
