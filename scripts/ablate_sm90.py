@@ -36,6 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("libraries", nargs="+", type=Path)
     parser.add_argument("--shape", default="4096,7168,7168", help="M,N,K")
+    parser.add_argument("--clusters", default="1,2", help="cluster_m values to time (comma-separated)")
+    parser.add_argument("--layouts", default="row,mn", help="activation-scale layouts to time: row, mn")
     args = parser.parse_args()
     m, n, k = (int(v) for v in args.shape.split(","))
     problem = GemmProblem(m, n, k)
@@ -53,11 +55,13 @@ def main() -> None:
     ref = reference_matmul(*base)
     for path in args.libraries:
         library = Sm90Library(path)
-        for cluster_m in (1, 2):
+        for cluster_m in (int(c) for c in args.clusters.split(",")):
             params = Sm90Params(block_m=128, block_n=128, cluster_m=cluster_m)  # run-time fields only matter
             fn = make_gemm_fn(library, problem, params)
             error = relative_error(fn(*base), ref) if "_a0" in path.name else float("nan")
             for layout, arg_sets in (("row", sets), ("mn", mn_sets)):
+                if layout not in args.layouts.split(","):
+                    continue
                 us = median_us(fn, arg_sets)
                 print(f"{path.name:40s} c{cluster_m}x1 {layout:3s} {us:9.2f} us {flops / us / 1e6:6.0f} TFLOPS "
                       f"({cublas / us:.3f}x cuBLAS) err {error:.1e}", flush=True)

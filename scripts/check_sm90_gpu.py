@@ -188,6 +188,7 @@ def phase_time(args) -> None:
                              us=f"{best[0]:.2f}" if best else "", cublas_us=f"{cublas:.2f}", note=""))
             del sets, base, ref
             torch.cuda.empty_cache()
+            write_rows(args.out / "time.csv", rows)  # after every point: a run cut short keeps what it measured
     write_rows(args.out / "time.csv", rows)
     ratios = [float(r["cublas_us"]) / float(r["us"]) for r in rows if r["params"].startswith("BEST ") and r["us"]]
     if ratios:
