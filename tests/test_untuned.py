@@ -235,15 +235,17 @@ def test_rank_orders_by_predicted_time_and_breaks_ties_by_backend_then_space_ord
     assert [r.predicted_us for r in ranked] == [1.0, 1.0, 2.0]
 
 
-def test_candidates_add_default_params_and_keep_only_what_check_admits():
-    class DefaultOutsideSpace(TwoSpeeds):
+def test_candidates_are_the_space_once_each_as_check_admits():
+    class Repeats(TwoSpeeds):
+        PARAMS = TwoSpeeds.PARAMS + (FakeParams("ok", 3.0, 0),)
+
         def default_params(self, problem, arch):
-            return FakeParams("ok", 9.0, 3)
+            return FakeParams("ok", 0.1, 3)  # outside the space: never timed by a sweep, so never ranked
 
     arch = get_arch("H200")
-    assert list(choice.candidates(DefaultOutsideSpace(), GemmProblem(4, N, K), arch)) == [
-        FakeParams("ok", 3.0, 0), FakeParams("ok", 1.0, 1), FakeParams("ok", 9.0, 3)]
-    assert list(choice.candidates(TwoSpeeds(), GemmProblem(3, N, K), arch)) == [FakeParams("ok", 3.0, 0)]
+    assert list(choice.candidates(Repeats(), GemmProblem(4, N, K), arch)) == [
+        FakeParams("ok", 3.0, 0), FakeParams("ok", 1.0, 1)]
+    assert list(choice.candidates(Repeats(), GemmProblem(3, N, K), arch)) == [FakeParams("ok", 3.0, 0)]
 
 
 def test_prediction_m_is_the_nearest_grid_m_ties_to_the_smaller():

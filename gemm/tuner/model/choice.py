@@ -1,19 +1,20 @@
 """The cost model's choice at one point: what ``gemm predict`` writes and what the op runs untuned.
 
 For a problem (M, N, K) on a GPU, every modelled backend (Triton, CUTLASS, cuBLAS
-blockwise) proposes its search space (``Backend.param_space``) plus its untuned
-``default_params``; its ``check`` drops what cannot run the problem there. The
-survivors are ranked by the model's microseconds (``gemm.tuner.model.fitted``)
-and nothing is built, compiled or timed. Every candidate ranked here stands where
-``default_params`` stands: admitted by the backend's own checks, never verified
-for this shape. (In the shipped H100 and H200 sweeps every candidate ``check``
-admitted built and verified; the only failures were out-of-memory runs of the
-tuner itself.)
+blockwise) proposes its search space (``Backend.param_space``, the candidates
+``gemm tune`` would time there) and its ``check`` drops what cannot run the
+problem; the survivors are ranked by the model's microseconds
+(``gemm.tuner.model.fitted``). Nothing is built, compiled or timed. Every candidate
+stands where a backend's ``default_params`` stand: admitted by the backend's own
+checks, never verified for this shape (in the shipped H100 and H200 sweeps every
+candidate ``check`` admitted built and verified; the only failures were
+out-of-memory runs of the tuner itself). ``default_params`` themselves are not
+added: where they lie outside the space (e.g. the Triton heuristic's split-K 8 at
+M = 128) no sweep has timed them, so nothing says how good they are.
 
 Ties (equal predicted times, e.g. CUTLASS raster orders, which the model does
 not tell apart) go to the earlier backend of ``PREDICTABLE_BACKENDS`` and then
-to the earlier candidate of its space, so a tie never picks a config the
-tuner's sweeps would not have timed.
+to the earlier candidate of its space.
 
 The op predicts at the M of ``PREDICTION_M_GRID`` nearest to its call's M (ties:
 the smaller), as it looks up tuned configs, so ``gemm predict`` over that grid
@@ -66,10 +67,9 @@ def resolve(backends: Sequence[str | Backend]) -> tuple[Backend, ...]:
 
 
 def candidates(backend: Backend, problem: GemmProblem, arch: ArchSpec) -> Iterator[KernelParams]:
-    """The backend's space, then its ``default_params`` when the space lacks them: each once, each admitted
-    by ``backend.check`` for ``problem`` on ``arch``."""
+    """The backend's space for ``problem`` on ``arch``, each candidate once, those ``backend.check`` admits."""
     seen = set()
-    for params in (*backend.param_space(problem, arch), backend.default_params(problem, arch)):
+    for params in backend.param_space(problem, arch):
         if params in seen:
             continue
         seen.add(params)
