@@ -161,3 +161,64 @@ def test_the_gpu_check_hides_the_tp4_only_shapes_and_summarizes_ratios(capsys):
         assert script.main(["--m", "1", "--out", "/nonexistent/never-written"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
     assert script.main(["--shape", "1,2,3"]) == 2
+
+
+def test_the_gpu_check_runs_end_to_end_on_a_stand_in_rig(tmp_path, monkeypatch):
+    """scripts/check_untuned_gpu.py's main flow with the GPU replaced: each of its four peers verified and
+    timed at every point, the untuned op built from the choice made with no config directory."""
+    import torch
+
+    import gemm
+    import gemm.bench.peers as peers
+    import gemm.kernels.triton_fp8 as triton_fp8
+    from fake_backends import FakeBackend, FakeParams
+    from gemm.bench.measure import Ceilings, Timing, make_input_sets
+    from gemm.bench.peers import PeerCall
+    from gemm.reference import reference_matmul
+
+    script = _load("check_untuned_gpu")
+
+    def exact(a, b, sa, sb):
+        return reference_matmul(a, b, sa, sb).to(torch.bfloat16)
+
+    exact.us = 4.0
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(script, "prebuild_cutlass", lambda points, index, say: chosen.append(len(points)))
+    monkeypatch.setattr(script, "untuned_choice", lambda problem, index: (FakeBackend(), FakeParams("ok", 5.0)))
+    monkeypatch.setattr(peers, "external_peers", lambda problem, sets: [
+        PeerCall("cublas_per_tensor", "", exact, sets), PeerCall("bf16_matmul", "", exact, sets)])
+    monkeypatch.setattr(peers, "tuned_config", lambda problem: "fake:tuned")
+    monkeypatch.setattr(gemm, "w8a8_block_fp8_matmul", exact)
+    monkeypatch.setattr(triton_fp8, "launch", lambda *xs: exact(*xs[:4]))
+    untuned_rig = script.rig_class()
+
+    class StandIn(untuned_rig):
+        label, device_name, l2_bytes = "H200", "NVIDIA H200", 2**16
+
+        def __init__(self):
+            self.arch = H200
+
+        def ceilings(self):
+            return Ceilings(1000.0, 500.0, 4.0, 8192)
+
+        def inputs(self, problem, copies):
+            return make_input_sets(problem.m, problem.n, problem.k, copies, device="cpu")
+
+        def time(self, fn, arg_sets):
+            return Timing(getattr(fn, "fake_us", getattr(fn, "us", 8.0)), 0.0)
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(script, "rig_class", lambda: StandIn)
+    out = tmp_path / "untuned"
+    assert script.main(["--shape", "256,256", "--m", "1,2048", "--out", str(out)]) == 0
+    assert chosen == [2]
+    frame = pd.read_csv(out / "untuned.csv")
+    assert sorted(frame.M) == [1, 2048] and (frame.untuned_op == 5.0).all() and (frame.tuned_op == 4.0).all()
+    assert (frame["untuned_op/tuned_op"] == 0.8).all() and (frame.untuned_op_config == "fake:" + FakeParams(
+        "ok", 5.0).short()).all()
+    assert "| untuned_op vs tuned_op | 0.800 | - | 0.800 | 0.800 |" in (out / "summary.md").read_text()
+    assert {"bench_rows.csv", "bench_best.csv", "ceilings.json"} <= {p.name for p in out.iterdir()}
