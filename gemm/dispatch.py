@@ -20,7 +20,8 @@ Order:
    shape and M bucket, the same choice ``gemm predict`` writes.
 3. The Triton backend's documented heuristic (``TritonBackend.default_params``)
    when there is no prediction: the model was never fitted on this GPU, its
-   coefficients cannot be read, or it failed.
+   coefficients cannot be read, or it failed; and in ``kernel_for`` when the
+   predicted kernel cannot be built here.
 
 Each reason to leave the tuned path is reported once per process as a
 ``gemm.configs.ConfigWarning``: no file for (device, N, K, block) (with what
@@ -47,7 +48,7 @@ from gemm.arch import ArchSpec, detect_arch, interpreter_arch
 from gemm.configs import ConfigError, ConfigWarning, config_path, find_configs, forget_cached, rank_ms
 from gemm.configs.schema import ConfigEntry
 from gemm.kernels import get_backend
-from gemm.kernels.base import Backend, GemmFn, KernelParams
+from gemm.kernels.base import Backend, BackendError, GemmFn, KernelParams
 from gemm.problem import GemmInputError, GemmProblem
 
 INTERPRETER_DEVICE_NAME = interpreter_arch().config_device_name  # "CPU_interpreter"
@@ -178,6 +179,26 @@ def tuned_choice(problem: GemmProblem, arch: ArchSpec, device: torch.device | No
     return _tuned(problem, arch, device, _roots(None if root is None else (root,)))[0]
 
 
+def _choose(problem: GemmProblem, device_type: str, device_index: int | None,
+            roots=None) -> tuple[Backend, KernelParams, bool]:
+    """``choose``'s (backend, params) and whether they are the cost model's prediction."""
+    arch = arch_for_device(device_type, device_index)
+    device = torch.device(device_type, device_index) if device_type == "cuda" else None
+    chosen, why = _tuned(problem, arch, device, _roots(roots))
+    if chosen is not None:
+        return (*chosen, False)
+    outcome = untuned.predicted_choice(problem, arch, device)
+    shape = (arch.config_device_name, problem.n, problem.k, problem.block_n, problem.block_k)
+    said = why is not None and _warn_once(("untuned",) + shape,
+                                          _untuned_message(why, problem, arch.config_device_name, outcome))
+    if outcome.failed:  # said once per shape, also when the model fails at a later M bucket only
+        _warn_once(("model-failed",) + shape, None if said else
+                   f"{outcome.note}; using the Triton heuristic for {problem} (not repeated for this shape)")
+    if outcome.choice is not None:
+        return (*outcome.choice, True)
+    return (*heuristic_choice(problem, arch), False)
+
+
 def choose(problem: GemmProblem, device_type: str, device_index: int | None,
            roots=None) -> tuple[Backend, KernelParams]:
     """(backend, params) to run ``problem`` on the given device: tuned config, else the cost model's predicted
@@ -186,26 +207,31 @@ def choose(problem: GemmProblem, device_type: str, device_index: int | None,
     ``roots``: the config directories to look in, in order (default ``gemm.envs.config_roots()``); an empty
     sequence looks in none, which is how a benchmark times the untuned path of shapes that are tuned.
     """
-    arch = arch_for_device(device_type, device_index)
-    device = torch.device(device_type, device_index) if device_type == "cuda" else None
-    chosen, why = _tuned(problem, arch, device, _roots(roots))
-    if chosen is not None:
-        return chosen
-    outcome = untuned.predicted_choice(problem, arch, device)
-    shape = (arch.config_device_name, problem.n, problem.k, problem.block_n, problem.block_k)
-    said = why is not None and _warn_once(("untuned",) + shape,
-                                          _untuned_message(why, problem, arch.config_device_name, outcome))
-    if outcome.failed:  # said once per shape, also when the model fails at a later M bucket only
-        _warn_once(("model-failed",) + shape, None if said else
-                   f"{outcome.note}; using the Triton heuristic for {problem} (not repeated for this shape)")
-    return outcome.choice or heuristic_choice(problem, arch)
+    backend, params, _ = _choose(problem, device_type, device_index, roots)
+    return backend, params
 
 
 @functools.lru_cache(maxsize=4096)
 def kernel_for(problem: GemmProblem, device_type: str, device_index: int | None) -> GemmFn:
-    """The built kernel ``choose`` picks for ``problem`` on the device, built once per problem and device."""
-    backend, params = choose(problem, device_type, device_index)
-    return backend.build(problem, params)
+    """The built kernel ``choose`` picks for ``problem`` on the device, built once per problem and device.
+
+    A predicted choice that fails to build (a CUTLASS kernel nvcc cannot compile here, say) is replaced by
+    the Triton heuristic, with one warning per shape: nothing verified it, so it must not fail the call. A
+    tuned entry that fails to build raises, as it did when it was tuned.
+    """
+    backend, params, predicted = _choose(problem, device_type, device_index)
+    if not predicted:
+        return backend.build(problem, params)
+    try:
+        return backend.build(problem, params)
+    except BackendError as exc:
+        arch = arch_for_device(device_type, device_index)
+        _warn_once(("predicted-build", arch.config_device_name, problem.n, problem.k),
+                   f"the predicted choice for {problem} ({backend.name} {params.short()}) cannot be built here: "
+                   f"{type(exc).__name__}: {str(exc)[:300]}; using the Triton heuristic (not repeated for this "
+                   f"shape)")
+        heuristic, heuristic_params = heuristic_choice(problem, arch)
+        return heuristic.build(problem, heuristic_params)
 
 
 def clear_caches() -> None:

@@ -251,3 +251,36 @@ def test_candidates_are_the_space_once_each_as_check_admits():
 def test_prediction_m_is_the_nearest_grid_m_ties_to_the_smaller():
     assert [choice.prediction_m(m) for m in (1, 3, 5, 100, 384, 385, 6000, 100000)] == [
         1, 2, 4, 96, 256, 512, 4096, 8192]
+
+
+def test_a_predicted_choice_that_cannot_be_built_gives_way_to_the_heuristic(untuned_setup, monkeypatch):
+    from gemm.kernels.base import CompileError
+
+    def no_compiler(self, problem, params):
+        raise CompileError("nvcc: not found")
+
+    monkeypatch.setattr(TwoSpeeds, "build", no_compiler)
+    problem = GemmProblem(64, N, K)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn = dispatch.kernel_for(problem, "cpu", None)
+        dispatch.kernel_for(GemmProblem(65, N, K), "cpu", None)
+    said = [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+    assert not hasattr(fn, "fake_us")  # the Triton heuristic's kernel, not the fake one
+    assert len(said) == 2 and "predicted choice" in said[0]
+    assert "cannot be built here" in said[1] and "nvcc: not found" in said[1] and "Triton heuristic" in said[1]
+
+
+def test_a_tuned_entry_that_cannot_be_built_still_raises(untuned_setup, tmp_path, monkeypatch):
+    from gemm.kernels.base import CompileError
+
+    def no_compiler(self, problem, params):
+        raise CompileError("ptxas: out of registers")
+
+    monkeypatch.setattr(TritonBackend, "build", no_compiler)
+    measured = dict(block_m=16, block_n=64, block_k=128, group_m=8, num_warps=4, num_stages=3)
+    write_config(tmp_path, ConfigFile(dispatch.INTERPRETER_DEVICE_NAME, interpreter_arch().name, N, K, (128, 128),
+                                      "bfloat16", Provenance.current("measured"),
+                                      {16: ConfigEntry("triton", measured, 5.0)}))
+    with pytest.raises(CompileError, match="out of registers"):
+        dispatch.kernel_for(GemmProblem(16, N, K), "cpu", None)
