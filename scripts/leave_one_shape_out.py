@@ -68,6 +68,19 @@ def fitted_models(fit_logs: list[Path], shapes: list[tuple[int, int]], jobs: int
     return models
 
 
+def cutlass_mismatch(logs: list[Path]) -> str | None:
+    """A note when the CUTLASS headers here differ from the logs' (the CUTLASS candidates would differ)."""
+    from gemm.kernels.nvcc.toolchain import cutlass_version_or_none
+    from gemm.tuner.results.log import read_log
+
+    here = cutlass_version_or_none()
+    here_text = ".".join(map(str, here)) if here else "none"
+    logged = {read_log(path)[0].cutlass for path in logs}
+    if any(not v or not here or tuple(int(x) for x in v.split(".")[:2]) != here[:2] for v in logged):
+        return f"the logs were made with CUTLASS {sorted(map(str, logged))}, the headers here are {here_text}"
+    return None
+
+
 def table(frame) -> str:
     """``frame`` as a markdown table: counts as integers, other numbers to 3 decimals, missing values as -."""
     from gemm.bench.tables import markdown_table
@@ -145,6 +158,10 @@ def main(argv=None) -> int:
     if args.from_points:
         frame = pd.read_csv(args.from_points)
     else:
+        note = cutlass_mismatch(list(args.logs))
+        if note:
+            print(f"leave_one_shape_out.py: note: {note}; CUTLASS candidates may differ from the sweeps'",
+                  file=sys.stderr)
         arch, points = holdout.logged_points(args.logs)
         shapes = sorted({(n, k) for n, k, _ in points})
         print(f"{len(points)} points of {len(shapes)} shapes on {arch.name}; refitting", file=sys.stderr)
