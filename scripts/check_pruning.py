@@ -7,7 +7,11 @@ best of all (ratio 1.0: pruning kept the winner). The candidates kept are the
 sweep time spent, roughly: each is built, verified and timed.
 
     python scripts/check_pruning.py tuned_configs/logs/NVIDIA_H100_80GB_HBM3-exhaustive-sample.jsonl.gz \\
-        [--out bench_out/pruning.csv]
+        [MORE_LOGS...] [--out bench_out/pruning.csv]
+
+Besides the table per level and backend, the default level is summarized per shape, each marked by
+whether a preset holds it: pruning was designed on the preset shapes, so the others say whether it
+generalizes (``scripts/check_generalization_gpu.sh`` times them).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from gemm.bench.tables import geomean
 from gemm.problem import GemmProblem
 from gemm.tuner.results.log import read_log
 from gemm.tuner.results.measurement import Stage, Status
-from gemm.tuner.search.space import PRUNE_LEVELS, PruneSettings, point_space
+from gemm.tuner.search.space import DEFAULT_PRUNE_LEVEL, PRUNE_LEVELS, PruneSettings, point_space
 
 
 def measured_finals(rows) -> dict[tuple, dict[tuple[str, str], float]]:
@@ -71,22 +75,52 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     }).round(4)
 
 
+def point_ratios(frame: pd.DataFrame, level: str = DEFAULT_PRUNE_LEVEL) -> pd.DataFrame:
+    """Per point at ``level``, all backends together: best kept / best, and whether a preset holds the shape."""
+    from gemm.tuner.presets import PRESETS
+
+    inside = {(s.n, s.k) for shapes in PRESETS.values() for s in shapes}
+    rows = frame[frame.level == level]
+    points = rows.groupby(["N", "K", "M"]).agg(best_us=("best_us", "min"),
+                                               kept_best_us=("kept_best_us", "min")).reset_index()
+    points["ratio"] = points.best_us / points.kept_best_us
+    points["in_a_preset"] = [(n, k) in inside for n, k in zip(points.N, points.K)]
+    return points
+
+
+def by_shape(points: pd.DataFrame) -> pd.DataFrame:
+    """``point_ratios`` per shape: points, best kept / best (geomean, worst), whether a preset holds it."""
+    grouped = points.groupby(["N", "K"])
+    return pd.DataFrame({"points": grouped.size(), "best_kept_geomean": grouped.ratio.apply(geomean),
+                         "best_kept_worst": grouped.ratio.min(), "in_a_preset": grouped.in_a_preset.first()}).round(4)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("log", type=Path, help="results log of an exhaustive sweep (.jsonl or .jsonl.gz)")
+    parser.add_argument("logs", nargs="+", type=Path, metavar="LOG",
+                        help="results logs of exhaustive sweeps (.jsonl or .jsonl.gz)")
     parser.add_argument("--out", type=Path, help="CSV of every (level, backend, point) row")
     args = parser.parse_args(argv)
-    if not args.log.is_file():
-        print(f"check_pruning.py: log: no such file {args.log}", file=sys.stderr)
+    missing = [str(log) for log in args.logs if not log.is_file()]
+    if missing:
+        print(f"check_pruning.py: log: no such file {', '.join(missing)}", file=sys.stderr)
         return 2
-    frame = replay(args.log)
+    frame = pd.concat([replay(log) for log in args.logs], ignore_index=True)
     if frame.empty:
-        print(f"check_pruning.py: log: {args.log} has no OK FINAL rows (not an exhaustive sweep?)", file=sys.stderr)
+        print(f"check_pruning.py: log: {', '.join(map(str, args.logs))} has no OK FINAL rows (not an exhaustive "
+              f"sweep?)", file=sys.stderr)
         return 2
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False)
     print(summary(frame).to_string())
+    points = point_ratios(frame)
+    print(f"\nper shape at --prune {DEFAULT_PRUNE_LEVEL}, all backends:")
+    print(by_shape(points).to_string())
+    outside = points[~points.in_a_preset]
+    if not outside.empty:
+        print(f"{len(outside)} points of shapes outside every preset: best kept / best {geomean(outside.ratio):.4f} "
+              f"geomean, {outside.ratio.min():.4f} at worst, {int((outside.ratio >= 0.97).sum())} at >= 0.97")
     return 0
 
 

@@ -131,13 +131,16 @@ def fit_backend(observations: Sequence[Observation], backend: str, start=None):
 
 
 def fit_model(observations: Sequence[Observation], version: str, base: FittedModel | None = None) -> FittedModel:
-    """Every modelled backend's coefficients fitted to ``observations``; backends without data keep ``base``'s."""
+    """Every modelled backend's coefficients fitted to ``observations``; backends without data keep ``base``'s.
+
+    The model covers the GPUs the observations were measured on (``FittedModel.archs``).
+    """
     base = base or prior_model()
     coefficients = dict(base.coefficients)
     for backend in COEFFICIENT_TYPES:
         if any(o.backend == backend for o in observations):
             coefficients[backend] = fit_backend(observations, backend, COEFFICIENT_TYPES[backend]())
-    return FittedModel(version, coefficients)
+    return FittedModel(version, coefficients, tuple(sorted({o.arch.name for o in observations})))
 
 
 # --------------------------------------------------------------------------- scoring

@@ -25,14 +25,24 @@ COEFFICIENTS_PATH = Path(__file__).with_name("coefficients.json")
 
 @dataclass(frozen=True)
 class FittedModel:
-    """The coefficients of every modelled backend and the version tag stored in configs it predicts."""
+    """The coefficients of every modelled backend and the version tag stored in configs it predicts.
+
+    ``archs`` names the GPUs (``ArchSpec.name``, e.g. "H200") whose measurements the fit saw. The op
+    predicts its choice for untuned shapes only on those (``covers``); ``gemm predict`` may
+    extrapolate to any GPU whose spec is known.
+    """
 
     version: str
     coefficients: dict[str, Coefficients]
+    archs: tuple[str, ...] = ()
+
+    def covers(self, arch: ArchSpec) -> bool:
+        """True when the fit saw measurements of ``arch``'s GPU model."""
+        return arch.name in self.archs
 
     def to_json(self, fitted_on: list[str] | None = None, quality: dict | None = None) -> dict:
-        return {"model_family": MODEL_FAMILY, "version": self.version, "fitted_on": fitted_on or [],
-                "quality": quality or {},
+        return {"model_family": MODEL_FAMILY, "version": self.version, "archs": list(self.archs),
+                "fitted_on": fitted_on or [], "quality": quality or {},
                 "backends": {name: dataclasses.asdict(c) for name, c in sorted(self.coefficients.items())}}
 
     @classmethod
@@ -54,7 +64,10 @@ class FittedModel:
             if bad:
                 raise ValueError(f"{source}: backends.{name} coefficients {bad} must be positive numbers")
             coefficients[name] = kind(**{k: float(v) for k, v in values.items()})
-        return cls(str(raw.get("version") or MODEL_FAMILY), coefficients)
+        archs = raw.get("archs", [])
+        if not isinstance(archs, list) or not all(isinstance(a, str) and a for a in archs):
+            raise ValueError(f"{source}: archs must be a list of GPU names such as 'H200', got {archs!r}")
+        return cls(str(raw.get("version") or MODEL_FAMILY), coefficients, tuple(archs))
 
 
 def prior_model() -> FittedModel:

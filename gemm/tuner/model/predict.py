@@ -1,11 +1,11 @@
 """Configs for a GPU from its spec alone: every backend's candidates ranked by the cost model.
 
-For each shape and M, each backend proposes its search space for the target
-``ArchSpec``, its constraint checks drop what cannot run there, and the model
-(``gemm.tuner.model``) times the rest; the fastest predicted candidate of all
-backends becomes the entry, and the fastest plain Triton one its
-``engine_triton`` fallback (what ``gemm export`` gives engines). Nothing is run
-or compiled, so this works on any machine, for GPUs nobody here has.
+For each shape and M, ``gemm.tuner.model.choice.predict_point`` (the same choice
+the op makes for shapes nobody tuned) ranks every backend's checked candidates
+for the target ``ArchSpec``; the fastest predicted becomes the entry, and the
+fastest plain Triton one its ``engine_triton`` fallback (what ``gemm export``
+gives engines). Nothing is run or compiled, so this works on any machine, for
+GPUs nobody here has.
 
 Files carry provenance ``"predicted"`` with the model's version and no times
 (``us`` null): a prediction is a ranking, not a measurement.
@@ -13,63 +13,22 @@ Files carry provenance ``"predicted"`` with the model's version and no times
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from gemm.arch import ArchSpec
+from gemm.kernels.base import Backend
 from gemm.problem import GemmProblem
-from gemm.tuner.model.fitted import FittedModel, predict_with
+from gemm.tuner.model.choice import PREDICTABLE_BACKENDS, Prediction, predict_point
+from gemm.tuner.model.fitted import FittedModel
 from gemm.tuner.presets import LayerShape
 
-PREDICTABLE_BACKENDS = ("triton", "cutlass", "cublas")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The model's pick at one point, and its predicted microseconds."""
-
-    m: int
-    backend: str
-    params: dict
-    predicted_us: float
-    engine_triton: dict | None = None
-
-
-def _candidates(backend_name: str, problem: GemmProblem, arch: ArchSpec):
-    from gemm.kernels import get_backend
-
-    backend = get_backend(backend_name)
-    for params in backend.param_space(problem, arch):
-        if backend.check(problem, params, arch) is None:
-            yield params.to_dict()
-
-
-def predict_point(problem: GemmProblem, arch: ArchSpec, model: FittedModel,
-                  backends: Sequence[str] = PREDICTABLE_BACKENDS) -> Prediction | None:
-    """The fastest predicted candidate of ``backends`` for ``problem`` on ``arch`` (None if none can run)."""
-    from gemm.configs.engines import is_plain_triton
-
-    best: tuple[float, str, dict] | None = None
-    plain: tuple[float, dict] | None = None
-    for backend in backends:
-        for params in _candidates(backend, problem, arch):
-            us = predict_with(model, backend, problem, params, arch)
-            if us is None or not math.isfinite(us):
-                continue
-            if best is None or us < best[0]:
-                best = (us, backend, params)
-            if is_plain_triton(backend, params) and (plain is None or us < plain[0]):
-                plain = (us, params)
-    if best is None:
-        return None
-    us, backend, params = best
-    return Prediction(problem.m, backend, params, us, plain[1] if plain is not None else None)
+__all__ = ["PREDICTABLE_BACKENDS", "Prediction", "predict_point", "predict_shape", "prediction_records",
+           "write_predicted_config"]
 
 
 def predict_shape(shape: LayerShape, m_grid: Sequence[int], arch: ArchSpec, model: FittedModel,
-                  backends: Sequence[str] = PREDICTABLE_BACKENDS, out_dtype: str = "bfloat16",
+                  backends: Sequence[str | Backend] = PREDICTABLE_BACKENDS, out_dtype: str = "bfloat16",
                   block_shape: tuple[int, int] = (128, 128)) -> dict[int, Prediction]:
     """``{m: Prediction}`` for one weight shape over ``m_grid`` (points no backend can run are left out)."""
     out = {}
