@@ -77,6 +77,13 @@ def shipped_config_root() -> Path:
     return _PACKAGE_ROOT / "tuned_configs"
 
 
+def shipped_engine_config_root() -> Path:
+    """The ``engine_configs/`` directory shipped with the project: engine-format files (the engines' own, as
+    baselines, and the project's measured ones), read only. Linked from ``gemm/engine_configs`` like
+    ``tuned_configs``."""
+    return _PACKAGE_ROOT / "engine_configs"
+
+
 def user_config_root() -> Path:
     """The user config directory: ``GEMM_CONFIG_DIR``, else ``$XDG_DATA_HOME/gemm/tuned_configs``, else
     ``~/.local/share/gemm/tuned_configs``. Commands write here by default; the op reads it first."""

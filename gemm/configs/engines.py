@@ -51,7 +51,7 @@ from gemm.configs.store import atomic_write_json, describe_ms, load_config_file,
 ENGINE_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 _REQUIRED_ENGINE_KEYS = ENGINE_KEYS[:4]
 # Triton's launch defaults on CUDA, which an engine applies when a file omits these keys.
-_LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}
+LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}
 _TO_ENGINE = {"block_m": "BLOCK_SIZE_M", "block_n": "BLOCK_SIZE_N", "block_k": "BLOCK_SIZE_K",
               "group_m": "GROUP_SIZE_M", "num_warps": "num_warps", "num_stages": "num_stages"}
 # Our kernel's features absent from the engines' kernel, with the values that mean "not used".
@@ -125,7 +125,7 @@ def triton_to_engine(params: dict) -> dict:
 
 def engine_to_triton(engine: dict) -> dict:
     """Triton params of an engine config (with Triton's launch defaults for absent num_warps/num_stages)."""
-    values = {**_LAUNCH_DEFAULTS, **{key: engine[key] for key in ENGINE_KEYS if key in engine}}
+    values = {**LAUNCH_DEFAULTS, **{key: engine[key] for key in ENGINE_KEYS if key in engine}}
     params = {ours: int(values[theirs]) for ours, theirs in _TO_ENGINE.items()}
     params.update(PLAIN_TRITON_FEATURES)
     return params
