@@ -123,6 +123,13 @@ def user_data_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "gemm"
 
 
+def engine_config_root(engine: str) -> Path:
+    """Where ``gemm tune --engine ENGINE`` writes by default: ``<user data dir>/engine_configs/<engine>`` (its
+    native files, measured in the engine's kernel, under ``<device_name>/``; apart from the user config
+    directory, which the op reads)."""
+    return user_data_dir() / "engine_configs" / engine
+
+
 def cache_dir() -> Path:
     """Root of on-disk caches (JIT-built kernels)."""
     override = _get("GEMM_CACHE_DIR")
