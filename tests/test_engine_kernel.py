@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gemm.arch import get_arch, interpreter_arch
+from gemm.arch import get_arch
 from gemm.configs.engine_files import read_engine_file
 from gemm.kernels import get_backend
 from gemm.kernels.base import UnsupportedProblem
@@ -147,3 +147,19 @@ def test_the_engine_files_parse_with_their_keys_in_order():
     path = data_file("N=7168,K=2048,device_name=NVIDIA_H200", "[128, 128]")
     keys = [int(k) for k in json.loads(path.read_text())]
     assert [m for m, _ in read_engine_file(path).entries] == keys
+
+
+def test_the_carried_baselines_are_the_engines_h200_files_of_the_deepseek_shapes():
+    from gemm.configs import validate_config_file
+    from gemm.configs.engine_files import read_engine_files, shipped_engine_roots
+    from gemm.tuner.presets import preset_shapes
+
+    deepseek = {(s.n, s.k) for tp in (1, 4, 8) for s in preset_shapes(f"deepseek-v3-tp{tp}")}
+    roots = {root.name: root for root in shipped_engine_roots()}
+    assert sorted(roots) == ["sglang-0.5.23", "vllm-0.33.0"]
+    for name, count in (("vllm-0.33.0", 15), ("sglang-0.5.23", 12)):
+        tables = read_engine_files(roots[name], "NVIDIA_H200")
+        assert len(tables) == count and set(tables) <= deepseek
+        for table in tables.values():
+            assert validate_config_file(table.path) == []
+            assert ("[128, 128]" in table.path.name) == name.startswith("sglang")

@@ -52,7 +52,8 @@ def read_engine_file(path: Path) -> EngineTable:
                           f"dtype=fp8_w8a8,block_shape=[<bn>,<bk>].json)")
     raw = read_json(path)
     problems, unknown = engine_problems(raw, parsed.block_shape[1])
-    problems += [f"M={m}: key(s) {', '.join(keys)} are not the engines' Triton config keys" for m, keys in unknown.items()]
+    problems += [f"M={m}: key(s) {', '.join(keys)} are not the engines' Triton config keys"
+                 for m, keys in unknown.items()]
     if problems:
         raise ConfigError(f"{path}: not an engine file the engines' kernel runs as is: " + "; ".join(problems))
     # An absent num_warps / num_stages is Triton's launch default, as in the engine.
@@ -77,8 +78,9 @@ def read_engine_files(root: Path, device_name: str, block_shape=(128, 128)) -> d
         if parsed is None or parsed.device_name != device or tuple(parsed.block_shape) != tuple(block_shape):
             continue
         if (parsed.n, parsed.k) in tables:
-            raise ConfigError(f"{root}: two files for N={parsed.n} K={parsed.k}: {tables[(parsed.n, parsed.k)].path.name} "
-                              f"and {path.name}; keep one engine's files per folder")
+            first = tables[(parsed.n, parsed.k)].path.name
+            raise ConfigError(f"{root}: two files for N={parsed.n} K={parsed.k}: {first} and {path.name}; keep one "
+                              f"engine's files per folder")
         tables[(parsed.n, parsed.k)] = read_engine_file(path)
     return tables
 

@@ -65,7 +65,8 @@ def engine_config_dir(name: str, search_paths: Iterable[Path] | None = None) -> 
     folder = package.joinpath(*engine.config_dir)
     if not folder.is_dir():
         raise EngineNotFound(f"found {engine.title} at {package} but not its config folder {folder}; this version "
-                             f"keeps them elsewhere ({engine.title} {engine.version} reads {'/'.join(engine.config_dir)})")
+                             f"keeps them elsewhere ({engine.title} {engine.version} reads "
+                             f"{'/'.join(engine.config_dir)})")
     return folder
 
 
