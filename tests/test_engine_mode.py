@@ -208,3 +208,20 @@ def test_gemm_tune_engine_then_select_and_export_give_the_same_files(tmp_path, c
     for fmt in ("vllm", "sglang"):
         code = main(["export", "--format", fmt, str(out / DEVICE), "--out", str(tmp_path / fmt)])
         assert code == (0 if fmt == "vllm" else 1)  # SGLang's kernel was not measured
+
+
+def test_the_tp8_engine_sweep_stays_within_its_budget_of_candidates():
+    """The H200 TP8 engine sweep is sized for about 7 minutes (25-65 ms per candidate and point): at most
+    12k candidates over its 171 points, and the floor keeps well over the budget at every point."""
+    from gemm.tuner.presets import DEFAULT_M_GRID, preset_shapes
+    from gemm.tuner.search.space import ENGINE_BUDGET
+
+    mode = engine_mode("vllm", "NVIDIA_H200", baseline_dir=VLLM_H200)
+    settings = SweepSettings(shapes=tuple(preset_shapes("deepseek-v3-tp8")), m_grid=DEFAULT_M_GRID + (8192,),
+                             backends=(mode.backend,), timer="t", prune=PruneSettings(budget=ENGINE_BUDGET),
+                             engine=mode)
+    plan = SweepPlan.build(settings, get_arch("H200"))
+    counts = plan.counts()
+    assert counts["kept"] <= 12_000
+    points = [space for spaces in plan.spaces.values() for space in spaces]
+    assert len(points) == 9 * 19 and min(len(space.candidates) for space in points) > 2 * ENGINE_BUDGET
