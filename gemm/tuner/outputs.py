@@ -111,9 +111,10 @@ def shape_choices(rows: list[Measurement], tie: float, plan: SweepPlan, shape: L
     return compare_shape(shape.n, shape.k, choices, rows, engine.baseline, engine.backend, plan.settings.m_grid)
 
 
-def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan, points: list) -> tuple[Path, Path] | None:
-    """The comparison of an engine sweep with its baseline, as ``out_root/reports/<device>-<engine>-vs-<baseline>``
-    ``.csv`` and ``.md``; None without a baseline or points."""
+def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan,
+                          points: list) -> tuple[Path, Path] | None:
+    """The comparison of an engine sweep with its baseline, as
+    ``out_root/reports/<device>-<engine>-vs-<baseline>.csv`` and ``.md``; None without a baseline or points."""
     engine = plan.settings.engine
     if engine is None or engine.baseline is None or not points:
         return None

@@ -192,6 +192,7 @@ def point_space(backend_ref: str, problem: GemmProblem, arch: ArchSpec, settings
         proposals: list[KernelParams] = list(interpret_triton_space())
     else:
         proposals = list(backend.param_space(problem, arch))
+
     def spelled(values: Iterable[dict]) -> list[KernelParams]:
         return [backend.canonical(problem, backend.params_from_dict(dict(v))) for v in values]
 
