@@ -77,6 +77,13 @@ def shipped_config_root() -> Path:
     return _PACKAGE_ROOT / "tuned_configs"
 
 
+def shipped_engine_config_root() -> Path:
+    """The ``engine_configs/`` directory shipped with the project: engine-format files (the engines' own, as
+    baselines, and the project's measured ones), read only. Linked from ``gemm/engine_configs`` like
+    ``tuned_configs``."""
+    return _PACKAGE_ROOT / "engine_configs"
+
+
 def user_config_root() -> Path:
     """The user config directory: ``GEMM_CONFIG_DIR``, else ``$XDG_DATA_HOME/gemm/tuned_configs``, else
     ``~/.local/share/gemm/tuned_configs``. Commands write here by default; the op reads it first."""
@@ -114,6 +121,13 @@ def user_data_dir() -> Path:
     model) go by default."""
     xdg = _get("XDG_DATA_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "gemm"
+
+
+def engine_config_root(engine: str) -> Path:
+    """Where ``gemm tune --engine ENGINE`` writes by default: ``<user data dir>/engine_configs/<engine>`` (its
+    native files, measured in the engine's kernel, under ``<device_name>/``; apart from the user config
+    directory, which the op reads)."""
+    return user_data_dir() / "engine_configs" / engine
 
 
 def cache_dir() -> Path:

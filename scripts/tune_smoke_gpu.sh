@@ -108,7 +108,7 @@ smoke() {
     echo "== smoke tune: exit $rc, wall $(( $(now) - t0 )) s" | tee -a "$log"
     gemm validate "$OUT/cfg" 2>&1 | tee -a "$log"
     gemm show "$OUT/cfg" 2>&1 | tee -a "$log"
-    gemm export --format vllm "$OUT/cfg" --out "$STATE/smoke_vllm" 2>&1 | tee -a "$log"
+    gemm export --format vllm "$OUT/cfg" --out "$STATE/smoke_vllm" --stand-ins --force 2>&1 | tee -a "$log"
     op_check 2>&1 | tee -a "$log"
 }
 

@@ -18,18 +18,21 @@ if not torch.cuda.is_available():
 os.environ.pop("GEMM_CONFIG_DIR", None)
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="gemm-tests-data-")
 
-SHIPPED = Path(__file__).resolve().parents[1] / "tuned_configs"
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "tuned_configs"
+SHIPPED_ROOTS = (SHIPPED, REPO / "engine_configs")
 
 
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+def _snapshot(roots) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(REPO)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for root in roots for p in root.rglob("*")}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def shipped_configs_untouched():
-    """Fail the run if any test wrote into the shipped tuned_configs/."""
-    before = _snapshot(SHIPPED)
+    """Fail the run if any test wrote into the shipped tuned_configs/ or engine_configs/."""
+    before = _snapshot(SHIPPED_ROOTS)
     yield
-    after = _snapshot(SHIPPED)
+    after = _snapshot(SHIPPED_ROOTS)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
-    assert not changed, f"tests wrote into the shipped tuned_configs/: {changed}"
+    assert not changed, f"tests wrote into the shipped configs: {changed}"

@@ -118,7 +118,9 @@ def test_show_export_import_compare(interpreted_sweep, tmp_path, capsys):
     shown = capsys.readouterr().out
     assert "CPU_interpreter" in shown and "triton" in shown and "256" in shown
 
-    assert main(["export", "--format", "sglang", str(out), "--out", str(tmp_path / "sglang")]) == 0
+    assert main(["export", "--format", "sglang", str(out), "--out", str(tmp_path / "none")]) == 1
+    assert "no entry was measured in SGLang's kernel" in capsys.readouterr().err
+    assert main(["export", "--format", "sglang", str(out), "--out", str(tmp_path / "sglang"), "--stand-ins"]) == 0
     (exported,) = (tmp_path / "sglang").iterdir()
     engine = json.loads(exported.read_text())
     assert sorted(engine, key=int) == ["1", "16"]

@@ -49,8 +49,8 @@ def test_export_refuses_a_native_entry_engines_cannot_run(tmp_path, capsys):
                         {1: ConfigEntry("triton", _triton(16), 5.0), 16: ConfigEntry("triton", _triton(17), 6.0)})
     src = write_config(tmp_path / "cfg", config)
     with pytest.raises(ConfigError, match=r"M=16: BLOCK_SIZE_M=17 \(the entry's block_m\) must be"):
-        export_config(src, "vllm", tmp_path / "vllm")
-    assert main(["export", "--format", "sglang", str(src), "--out", str(tmp_path / "sglang")]) == 1
+        export_config(src, "vllm", tmp_path / "vllm", stand_ins=True)
+    assert main(["export", "--format", "sglang", str(src), "--out", str(tmp_path / "sglang"), "--stand-ins"]) == 1
     err = capsys.readouterr().err
     assert "M=16: BLOCK_SIZE_M=17" in err and "one of 16, 32, 64, 128, 256" in err
     assert not list(tmp_path.glob("*/N=*.json"))  # nothing written for either engine

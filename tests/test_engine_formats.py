@@ -9,8 +9,9 @@ import warnings
 import pytest
 
 from gemm.configs import (
-    ENGINE_KEYS, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, KeptEntriesWarning, Provenance, config_filename,
-    export_config, import_config, load_config_file, nearest_entry, validate_config_file, write_config,
+    ENGINE_KEYS, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, KeptEntriesWarning, NoEngineMeasurements,
+    Provenance, config_filename, export_config, import_config, load_config_file, nearest_entry, validate_config_file,
+    write_config,
 )
 
 DEVICE = "NVIDIA_H100_80GB_HBM3"
@@ -51,13 +52,19 @@ def engine_lookup(path, m):
     return configs[min(configs.keys(), key=lambda x: abs(x - m))]
 
 
+def engine_params(block_m=64, block_n=128, num_stages=3) -> dict:
+    """Params of the engines' kernel (``vllm_triton`` / ``sglang_triton`` entries)."""
+    return dict(block_m=block_m, block_n=block_n, block_k=128, group_m=8, num_warps=4, num_stages=num_stages)
+
+
 @pytest.mark.parametrize("fmt, name", [("vllm", VLLM_NAME), ("sglang", SGLANG_NAME)])
 def test_export_writes_exact_engine_files(tmp_path, fmt, name):
-    src = native(tmp_path, {1: ConfigEntry("triton", triton_params(16, 64, num_stages=4), 8.0),
-                            64: ConfigEntry("triton", triton_params(64, 128), 12.0),
-                            512: ConfigEntry("triton", triton_params(128, 128), 40.0)})
+    backend = f"{fmt}_triton"
+    src = native(tmp_path, {1: ConfigEntry(backend, engine_params(16, 64, num_stages=4), 8.0),
+                            64: ConfigEntry(backend, engine_params(64, 128), 12.0),
+                            512: ConfigEntry(backend, engine_params(128, 128), 40.0)})
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # plain Triton entries export without any note
+        warnings.simplefilter("error")  # measurements of the engine's kernel export without any note
         out = export_config(src, fmt, tmp_path / fmt)
     assert out == tmp_path / fmt / name
     doc = json.loads(out.read_text())
@@ -84,9 +91,10 @@ def test_export_substitutes_what_engines_cannot_run(tmp_path):
         1024: ConfigEntry("triton", triton_params(128, 128), 60.0),
     })
     with pytest.warns(ConfigWarning) as record:
-        out = export_config(src, "vllm", tmp_path / "vllm")
+        out = export_config(src, "vllm", tmp_path / "vllm", stand_ins=True)
     message = str(record[0].message)
     assert len(record) == 1
+    assert "M=1024: our Triton kernel's plain config" in message
     assert "M=1: triton entry uses split_k; exported its recorded plain Triton alternative" in message
     assert "M=8: triton entry uses use_tma, persistent; exported the same tile without them" in message
     assert "M=64: cutlass entry has no Triton equivalent; left out" in message
@@ -111,18 +119,18 @@ def test_export_treats_any_new_kernel_field_as_a_feature_engines_lack(tmp_path, 
     src = native(tmp_path, {1: ConfigEntry("triton", {**triton_params(16), "swizzle": 2}, 5.0),
                             64: ConfigEntry("triton", {**triton_params(64), "swizzle": 0}, 9.0)})
     with pytest.warns(ConfigWarning, match="M=1: triton entry uses swizzle; exported the same tile without them"):
-        out = export_config(src, "vllm", tmp_path / "vllm")
+        out = export_config(src, "vllm", tmp_path / "vllm", stand_ins=True)
     assert json.loads(out.read_text()) == {"1": engine(16, 128), "64": engine(64, 128)}
 
 
 def test_export_refuses_nothing_exportable_and_impure_alternatives(tmp_path):
     only_cublas = native(tmp_path, {64: ConfigEntry("cublas", {}, 10.0)})
     with pytest.raises(ConfigError, match="no entry can be expressed"):
-        export_config(only_cublas, "vllm", tmp_path / "out")
+        export_config(only_cublas, "vllm", tmp_path / "out", stand_ins=True)
     assert not (tmp_path / "out" / VLLM_NAME).exists()
     bad = native(tmp_path / "b", {64: ConfigEntry("cublas", {}, 10.0, engine_triton=triton_params(split_k=2))})
     with pytest.raises(ConfigError, match=r"engine_triton must be a plain Triton config .* split_k=2"):
-        export_config(bad, "sglang", tmp_path / "out")
+        export_config(bad, "sglang", tmp_path / "out", stand_ins=True)
     with pytest.raises(ValueError, match="fmt must be one of"):
         export_config(bad, "tensorrt", tmp_path / "out")
 
@@ -143,9 +151,10 @@ def test_import_then_export_gives_back_the_engine_file(tmp_path, fmt, name):
     assert entry.params == dict(block_m=16, block_n=128, block_k=128, group_m=32, num_warps=4, num_stages=3,
                                 split_k=1, use_tma=False, persistent=False)
     assert validate_config_file(path) == []  # the imported params pass the Triton backend's checks
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        out = export_config(path, fmt, tmp_path / "back")
+    with pytest.raises(NoEngineMeasurements, match="imported triton"):  # imported: not measured here
+        export_config(path, fmt, tmp_path / "back")
+    with pytest.warns(ConfigWarning, match="our Triton kernel's plain config"):
+        out = export_config(path, fmt, tmp_path / "back", stand_ins=True)
     assert out.name == name
     assert json.loads(out.read_text()) == ENGINE_DOC
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gemm.arch import get_arch
-from gemm.configs import export_config, load_config_file, validate_config_file
+from gemm.configs import NoEngineMeasurements, export_config, load_config_file, validate_config_file
 from gemm.problem import GemmProblem
 from gemm.tuner.model.fit import cross_validate, fit_model, load_observations, quality_of, spearman, summarize
 from gemm.tuner.model.fitted import FittedModel, default_model, load_model, predict_us, predict_with, prior_model
@@ -212,7 +212,9 @@ def test_gemm_predict_writes_valid_predicted_configs(tmp_path, capsys):
         # K = 2304 is 18 scale blocks: cuBLAS blockwise is wrong there, so it must never be predicted.
         if config.k == 2304:
             assert all(e.backend != "cublas" for e in config.entries.values())
-    exported = export_config(files[0], "vllm", tmp_path / "vllm")
+    with pytest.raises(NoEngineMeasurements, match=r"predicted triton.*gemm tune --engine vllm"):
+        export_config(files[0], "vllm", tmp_path / "vllm")  # predicted entries are no engine measurement
+    exported = export_config(files[0], "vllm", tmp_path / "vllm", stand_ins=True)
     assert set(json.loads(exported.read_text())) == {"1", "64", "4096"}
     capsys.readouterr()
     assert main(["show", str(tmp_path / "NVIDIA_H20")]) == 0

@@ -3,8 +3,11 @@
     gemm tune [--preset deepseek-v3-tp8 | --shape N,K ...] [--m 1,16,...] [--m-extra 8192]
               [--backends triton,cutlass,cublas] [--out DIR] [--resume] [--interpret]
               [--gpus all|N|0,1,3 | --ray [ADDRESS]]
+    gemm tune --engine vllm|sglang [--baseline DIR] ...
+                                           an engine's own kernel, against its shipped files
     gemm show PATH...                      table of tuned entries
-    gemm export --format vllm|sglang SRC... --out DST
+    gemm export --format vllm|sglang SRC... --out DST | --install [--engine-path DIR]
+                                           engine files from measurements of the engine's kernel
     gemm import SRC... --out DST [--arch H100]
     gemm validate PATH...                  exit 1 if any file is invalid
     gemm build [--configs DIR | --config FILE]   compile the CUTLASS kernels configs name

@@ -16,10 +16,23 @@ def add_parsers(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="config files or directories")
     p.set_defaults(handler=run_show)
 
-    p = sub.add_parser("export", help="write vLLM or SGLang Triton config files")
+    p = sub.add_parser("export", help="write vLLM or SGLang Triton config files",
+                       description="Engine files from native config files, from entries measured in the engine's "
+                                   "own kernel (gemm tune --engine) only, unless --stand-ins.")
     p.add_argument("--format", required=True, choices=("vllm", "sglang"))
     p.add_argument("src", nargs="+", metavar="SRC", help="native config files or directories")
-    p.add_argument("--out", required=True, metavar="DST", help="directory for the exported files")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DST", help="directory for the exported files")
+    where.add_argument("--install", action="store_true",
+                       help="write into the config folder of the installed engine (found without importing it), "
+                            "atomically, keeping every replaced file under its .gemm-backups/<time>/")
+    p.add_argument("--engine-path", action="append", metavar="DIR",
+                   help="with --install: the site-packages folder (or the package folder) of the engine, when it "
+                        "is installed for another Python (repeatable)")
+    p.add_argument("--stand-ins", action="store_true",
+                   help="fill M without measurements of the engine's kernel with the nearest plain configs of our "
+                        "Triton kernel (never replacing an existing file unless --force)")
+    p.add_argument("--force", action="store_true", help="with --stand-ins: replace existing files too")
     p.set_defaults(handler=run_export)
 
     p = sub.add_parser("import", help="convert vLLM or SGLang config files to native ones")
@@ -128,13 +141,43 @@ def _out_dir(command: str, args) -> Path | None:
 
 
 def run_export(args) -> int:
-    """Native config files -> vLLM / SGLang Triton config files under ``--out``."""
+    """Native config files -> vLLM / SGLang Triton config files under ``--out``, or into the installed engine."""
     from gemm.configs import export_config
 
+    if args.engine_path and not args.install:
+        _say("gemm export: --engine-path names where the engine is installed; give --install too")
+        return EXIT_USAGE
+    if args.force and not args.stand_ins:
+        _say("gemm export: --force lets stand-ins replace existing files; give --stand-ins too")
+        return EXIT_USAGE
+    if args.install:
+        return _install(args)
     out = _out_dir("export", args)
     if out is None:
         return EXIT_USAGE
-    return _convert_each("export", args.src, lambda path: export_config(path, args.format, out))
+    return _convert_each("export", args.src,
+                         lambda path: export_config(path, args.format, out, args.stand_ins, args.force))
+
+
+def _install(args) -> int:
+    from gemm.configs.install import backup_stamp, engine_config_dir, install_config
+
+    try:
+        paths = [input_dir(path, "--engine-path") for path in args.engine_path] if args.engine_path else None
+        folder = engine_config_dir(args.format, paths)
+    except (UsageError, ValueError) as exc:  # EngineNotFound is a ConfigError, a ValueError
+        _say(f"gemm export: {exc}")
+        return EXIT_USAGE
+    print(f"installing into {folder}")
+    stamp = backup_stamp()
+
+    def install(path):
+        done = install_config(path, args.format, folder, stamp, args.stand_ins, args.force)
+        if done.unchanged:
+            return f"{done.path} (unchanged)"
+        return f"{done.path}" + (f" (replaced; the old file is kept as {done.backup})" if done.backup else " (new)")
+
+    return _convert_each("export", args.src, install)
 
 
 def run_import(args) -> int:

@@ -39,6 +39,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="config root: files go to DIR/<device_name>/")
     p.add_argument("--tie", type=number(0), default=DEFAULT_TIE_FRACTION, metavar="F",
                    help="times within this fraction are ties, resolved towards fewer distinct configs")
+    p.add_argument("--baseline", metavar="DIR",
+                   help="for logs of an engine sweep: the --baseline folder it ran with; entries slower than its "
+                        "entries are replaced by them, as gemm tune did, and the comparison is written")
+    p.add_argument("--report", metavar="DIR", help="with --baseline: where the comparison's CSV and markdown go "
+                                                  "(default DIR/reports of --out)")
     p.set_defaults(handler=run_select)
 
 
@@ -51,11 +56,17 @@ def run_select(args) -> int:
 
     try:
         out = output_dir(args.out, "--out")
+        report = output_dir(args.report, "--report") if args.report else out / "reports"
+        if args.report and not args.baseline:
+            raise UsageError("--report writes the comparison with --baseline; give --baseline too")
         header, rows = merge_logs(args.logs)
-    except (UsageError, LogFormatError, LogMismatchError) as exc:
+        baseline = _baseline(args, header, rows)
+    except (UsageError, LogFormatError, LogMismatchError, ConfigError) as exc:
         say(f"gemm select: {exc}")
         return EXIT_USAGE
     choices = select(rows, args.tie)
+    if baseline is not None:
+        choices = _against_baseline(choices, rows, baseline, header, report)
     provenance = logged_provenance(header)
     failed = False
     for (n, k), per_m in sorted(choices.items()):
@@ -74,6 +85,56 @@ def run_select(args) -> int:
         say("gemm select: no timed candidate in the logs")
         return EXIT_ERROR
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _baseline(args, header, rows):
+    """(baseline, engine backend) of ``--baseline`` for these logs, or None; UsageError when they are not an
+    engine sweep's."""
+    if args.baseline is None:
+        return None
+    from gemm.cli.checks import input_dir
+    from gemm.configs.engine_targets import engine_of_backend
+    from gemm.tuner.engine.mode import read_baseline
+
+    root = input_dir(args.baseline, "--baseline")
+    backends = sorted({r.backend for r in rows if r.stage.value == "final" and engine_of_backend(r.backend)})
+    if len(backends) != 1:
+        raise UsageError(f"--baseline needs the logs of one engine sweep (gemm tune --engine); these hold timings "
+                         f"of {', '.join(sorted({r.backend for r in rows})) or 'nothing'}")
+    try:
+        return read_baseline(root, header.device_name, header.block_shape), backends[0]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _against_baseline(choices, rows, found, header, report_dir):
+    """``choices`` with entries slower than the baseline's replaced (as ``gemm tune --engine --baseline`` did),
+    the replacements said and the comparison written to ``report_dir``."""
+    import collections
+
+    from gemm.configs.engine_targets import engine_of_backend
+    from gemm.tuner.engine.compare import compare_shape, replacement_notes
+    from gemm.tuner.engine.report import ranges_table, write_report
+
+    baseline, backend = found
+    by_shape = collections.defaultdict(list)
+    for row in rows:
+        by_shape[(row.n, row.k)].append(row)
+    replaced, points = {}, []
+    for (n, k), shape_rows in sorted(by_shape.items()):
+        ms = sorted({r.m for r in shape_rows})
+        per_m, shape_points = compare_shape(n, k, choices.get((n, k), {}), shape_rows, baseline, backend, ms)
+        if per_m:
+            replaced[(n, k)] = per_m
+        points += shape_points
+    for line in replacement_notes(points, baseline.label):
+        say(f"gemm select: {line}")
+    engine = engine_of_backend(backend)
+    paths = write_report(points, report_dir, f"{header.device_name}-{engine.name}-vs-{baseline.label}",
+                         f"{engine.title} kernel on {header.device_name}: the selected files against {baseline.label}")
+    print(ranges_table(points).to_string(index=False))
+    print("comparison: " + ", ".join(map(str, paths)))
+    return replaced
 
 
 def run_compare(args) -> int:

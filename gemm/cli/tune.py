@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 
-from gemm.cli.checks import count, number, os_error_line, output_dir, output_file
+from gemm.cli.checks import count, input_dir, number, os_error_line, output_dir, output_file
 from gemm.cli.common import (
     EXIT_ERROR, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, m_grid, name_list, say, shapes,
 )
 from gemm.tuner.presets import DEFAULT_PRESET, INTERPRET_SHAPES, PRESETS, LayerShape
 from gemm.tuner.results.select import DEFAULT_TIE_FRACTION
-from gemm.tuner.search.space import DEFAULT_PRUNE_LEVEL, PRUNE_LEVELS
+from gemm.configs.engine_targets import ENGINES
+from gemm.tuner.search.space import DEFAULT_PRUNE_LEVEL, ENGINE_BUDGET, PRUNE_LEVELS
 
 
 def add_parsers(sub) -> None:
@@ -27,8 +28,8 @@ def add_parsers(sub) -> None:
                                    "the best per M to config files.")
     p.set_defaults(handler=run_tune)
     what = p.add_argument_group("what to tune")
-    what.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
-                      help=f"model shape preset (default {DEFAULT_PRESET}; see `gemm presets`)")
+    what.add_argument("--preset", action="append", choices=sorted(PRESETS), metavar="NAME",
+                      help=f"model shape preset, repeatable (default {DEFAULT_PRESET}; see `gemm presets`)")
     what.add_argument("--shape", action="append", metavar="N,K",
                       help="a weight shape [N, K] to tune (repeatable); replaces the preset")
     what.add_argument("--m", metavar="LIST", help="comma-separated M values (default: vLLM's grid 1..4096)")
@@ -37,6 +38,16 @@ def add_parsers(sub) -> None:
                       help="comma-separated backends (triton, cutlass, cublas, or module:Class); "
                            "default: every backend usable here")
     what.add_argument("--out-dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    engine = p.add_argument_group("engine mode", "config files for an engine, measured in the engine's own kernel "
+                                                 "(export them with gemm export --format ENGINE)")
+    engine.add_argument("--engine", choices=sorted(ENGINES),
+                        help="time the engine's block-FP8 Triton kernel as the engine launches it, over its key "
+                             "space, never below the configs the engines ship for this GPU (default output: "
+                             "<user data dir>/engine_configs/ENGINE)")
+    engine.add_argument("--baseline", metavar="DIR",
+                        help="with --engine: a folder of engine files for this GPU (e.g. the engine's own "
+                             "configs/); each point also times its entry, reports ours/baseline per point and "
+                             "M range, and replaces slower entries by the baseline's")
     where = p.add_argument_group("output")
     where.add_argument("--out", default=None, metavar="DIR",
                        help="config root: files go to DIR/<device_name>/ (default: the user config directory "
@@ -49,11 +60,12 @@ def add_parsers(sub) -> None:
     search = p.add_argument_group("search")
     search.add_argument("--prune", choices=sorted(PRUNE_LEVELS, key=lambda k: PRUNE_LEVELS[k] or 10**9,
                                                    reverse=True),
-                        default=DEFAULT_PRUNE_LEVEL,
+                        default=None,
                         help="how hard the cost model cuts each backend's candidates per point before anything "
                              "is built: " + ", ".join(f"{k} ({'keep all' if v is None else f'best {v}'})"
                                                       for k, v in PRUNE_LEVELS.items())
-                             + f" (default {DEFAULT_PRUNE_LEVEL})")
+                             + f" (default {DEFAULT_PRUNE_LEVEL}; with --engine, the best {ENGINE_BUDGET} on top of "
+                               f"the engines' shipped configs)")
     search.add_argument("--budget", type=count(1, "candidates"), default=None, metavar="N",
                         help="candidates per backend and point after the cost model's ranking (overrides --prune)")
     search.add_argument("--keep", type=count(1, "finalists"), default=4, metavar="N",
@@ -112,20 +124,35 @@ def settings_from_args(args):
             timer_class(args.timer)
         except ValueError as exc:
             raise UsageError(f"--timer: {exc}") from None
-    out_root = output_dir(args.out, "--out") if args.out else output_dir(config_root(), "the user config directory")
+    from gemm.envs import engine_config_root
+
+    if args.baseline is not None and args.engine is None:
+        raise UsageError("--baseline compares an engine sweep with an engine's files: give --engine vllm|sglang too")
+    if args.engine is not None and args.backends is not None:
+        raise UsageError(f"--engine times the engine's kernel only ({ENGINES[args.engine].backend}); "
+                         f"leave --backends out")
+    baseline = input_dir(args.baseline, "--baseline") if args.baseline is not None else None
+    if args.out:
+        out_root = output_dir(args.out, "--out")
+    elif args.engine is not None:
+        out_root = output_dir(engine_config_root(args.engine), "the engine output directory")
+    else:
+        out_root = output_dir(config_root(), "the user config directory")
     log_path = output_file(args.log, "--log", "tune.jsonl") if args.log else None
     if args.interpret and not (args.shape or args.preset):
         swept = tuple(LayerShape("interpreter", n, k) for n, k in INTERPRET_SHAPES)  # small enough to interpret
     else:
-        swept = shapes(args, [args.preset] if args.preset else [])
+        swept = shapes(args, args.preset or [])
     if args.exhaustive:
         budget = None
     elif args.budget is not None:
         budget = args.budget
+    elif args.engine is not None and args.prune is None:
+        budget = ENGINE_BUDGET
     else:
         budget = PRUNE_LEVELS[args.prune or DEFAULT_PRUNE_LEVEL]
     return TuneSettings(
-        shapes=swept, m_grid=m_grid(args, args.interpret), out_root=out_root,
+        shapes=swept, m_grid=m_grid(args, args.interpret), out_root=out_root, engine=args.engine, baseline=baseline,
         backends=name_list(args.backends, "--backends"), out_dtype=args.out_dtype, prune=PruneSettings(budget=budget),
         keep=None if args.exhaustive else args.keep, screen_margin=args.screen_margin, tie=args.tie,
         interpret=args.interpret, timer=args.timer, log_path=log_path,
@@ -153,6 +180,7 @@ def print_outcome(outcome) -> None:
                 print(table.to_string(index=False))
             print()
             print(status_table(device.rows).to_string())
+            print_baseline(device)
     done = (f"\nwall time {outcome.wall_s:.1f} s; {len(outcome.written)} config files written under "
             f"{settings.out_root}; ")
     if outcome.workers is None:
@@ -163,6 +191,19 @@ def print_outcome(outcome) -> None:
         logs = ", ".join(str(device.log_path) for device in devices)
         print(done + f"{outcome.workers} workers; lost workers {outcome.lost}; "
                      f"log{'s' if len(devices) > 1 else ''} {logs}")
+
+
+def print_baseline(device) -> None:
+    """An engine sweep's comparison with its baseline per M range, and where the per-point tables went."""
+    if not device.baseline_points:
+        return
+    from gemm.tuner.engine.report import ranges_table
+
+    print("\nagainst the baseline (speedup = baseline time / ours, the same run; file: after replacing slower "
+          "entries by the baseline's, search: before):")
+    print(ranges_table(list(device.baseline_points)).to_string(index=False))
+    if device.report:
+        print("per point: " + ", ".join(map(str, device.report)))
 
 
 def run_tune(args) -> int:

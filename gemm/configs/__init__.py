@@ -4,12 +4,14 @@ Native files live in ``<root>/<device_name>/`` (roots, in lookup order: the user
 directory, ``GEMM_CONFIG_DIR`` or ``~/.local/share/gemm/tuned_configs``, then the project's
 shipped ``tuned_configs/``), one per (N, K, weight-scale block), named as
 vLLM names its block-FP8 configs. See ``gemm.configs.schema`` for the content,
-``gemm.configs.engines`` for the vLLM/SGLang formats.
+``gemm.configs.engines`` for the vLLM/SGLang formats, ``gemm.configs.export`` and ``gemm.configs.install``
+for engine files from measurements of the engines' kernel and their place in an installed engine.
 
 This package is used by the run-time op: it must not import pandas.
 """
 
-from gemm.configs.engines import ENGINE_KEYS, export_config, import_config
+from gemm.configs.engines import ENGINE_KEYS, import_config
+from gemm.configs.export import NoEngineMeasurements, engine_export, export_config
 from gemm.configs.naming import ParsedName, config_filename, config_path, parse_config_filename
 from gemm.configs.schema import (
     PROVENANCE_KINDS, SCHEMA_VERSION, ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance,
@@ -30,10 +32,12 @@ __all__ = [
     "ConfigFile",
     "ConfigWarning",
     "KeptEntriesWarning",
+    "NoEngineMeasurements",
     "ParsedName",
     "Provenance",
     "config_filename",
     "config_path",
+    "engine_export",
     "export_config",
     "find_config",
     "find_configs",

@@ -6,7 +6,8 @@ nearest to the batch size and splat that dict into their Triton kernel, so an
 exported file holds exactly those keys. The files differ only in name (see
 ``gemm.configs.naming``).
 
-Export, per tuned M:
+Export (``gemm.configs.export``) writes entries measured in the engine's own kernel; on request it
+fills other M with stand-ins, per tuned M:
 
 1. a Triton entry without split-K, TMA or a persistent schedule maps 1:1
    (block_m -> BLOCK_SIZE_M, block_n -> BLOCK_SIZE_N, block_k -> BLOCK_SIZE_K,
@@ -17,9 +18,6 @@ Export, per tuned M:
    (same tile, split_k=1, no TMA, not persistent, and any other field of
    ``TritonParams`` outside the six at its default), and a CUTLASS/cuBLAS
    entry is left out, so the engine uses its nearest exported M.
-
-Substitutions are reported in one ``ConfigWarning`` per file, one clause per
-reason with the M values it applies to.
 
 Both directions check the values engines' kernels can run (``engine_value_problems``):
 their kernel takes one scale per K tile, so BLOCK_SIZE_K must be a power of two
@@ -42,16 +40,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from gemm.configs.naming import STYLES, config_filename, parse_config_filename
+from gemm.configs.naming import parse_config_filename
 from gemm.configs.schema import (
     ConfigEntry, ConfigError, ConfigFile, ConfigWarning, Provenance, gemm_version, utc_now,
 )
-from gemm.configs.store import atomic_write_json, describe_ms, load_config_file, read_json, write_config
+from gemm.configs.store import read_json, write_config
 
 ENGINE_KEYS = ("BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "GROUP_SIZE_M", "num_warps", "num_stages")
 _REQUIRED_ENGINE_KEYS = ENGINE_KEYS[:4]
 # Triton's launch defaults on CUDA, which an engine applies when a file omits these keys.
-_LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}
+LAUNCH_DEFAULTS = {"num_warps": 4, "num_stages": 3}
 _TO_ENGINE = {"block_m": "BLOCK_SIZE_M", "block_n": "BLOCK_SIZE_N", "block_k": "BLOCK_SIZE_K",
               "group_m": "GROUP_SIZE_M", "num_warps": "num_warps", "num_stages": "num_stages"}
 # Our kernel's features absent from the engines' kernel, with the values that mean "not used".
@@ -87,7 +85,7 @@ def _triton_params_type():
     return TritonParams
 
 
-def _full_triton_params(params: dict, where: str) -> dict:
+def full_triton_params(params: dict, where: str) -> dict:
     """``params`` completed with TritonParams defaults; ConfigError naming ``where`` if they are not Triton's."""
     try:
         return _triton_params_type().from_dict(dict(params)).to_dict()
@@ -123,77 +121,18 @@ def triton_to_engine(params: dict) -> dict:
     return {engine: int(params[ours]) for ours, engine in _TO_ENGINE.items()}
 
 
+def engine_params(engine: dict) -> dict:
+    """The six params fields (``block_m`` ... ``num_stages``) of an engine config, Triton's launch defaults
+    for an absent num_warps / num_stages: the params of the engines' kernel (``ClassicParams``)."""
+    values = {**LAUNCH_DEFAULTS, **{key: engine[key] for key in ENGINE_KEYS if key in engine}}
+    return {ours: int(values[theirs]) for ours, theirs in _TO_ENGINE.items()}
+
+
 def engine_to_triton(engine: dict) -> dict:
     """Triton params of an engine config (with Triton's launch defaults for absent num_warps/num_stages)."""
-    values = {**_LAUNCH_DEFAULTS, **{key: engine[key] for key in ENGINE_KEYS if key in engine}}
-    params = {ours: int(values[theirs]) for ours, theirs in _TO_ENGINE.items()}
+    params = engine_params(engine)
     params.update(PLAIN_TRITON_FEATURES)
     return params
-
-
-def _engine_config_for(m: int, entry: ConfigEntry, where: str) -> tuple[dict | None, str | None]:
-    """(engine dict or None to leave M out, why it was substituted or left out, or None)."""
-    primary = _full_triton_params(entry.params, f"{where}.params") if entry.backend == "triton" else None
-    if primary is not None and not engine_features_used(primary):
-        return triton_to_engine(primary), None
-    # Feature names, not values: the reasons group many M into one clause of the file's warning.
-    what = (f"triton entry uses {', '.join(used.split('=')[0] for used in engine_features_used(primary))}"
-            if primary is not None else f"{entry.backend} entry")
-    if entry.engine_triton is not None:
-        alternative = _full_triton_params(entry.engine_triton, f"{where}.engine_triton")
-        used = engine_features_used(alternative)
-        if used:
-            raise ConfigError(f"{where}.engine_triton must be a plain Triton config (split_k=1, use_tma=false, "
-                              f"persistent=false, other non-engine fields at their defaults), "
-                              f"but it uses {', '.join(used)}")
-        return triton_to_engine(alternative), f"{what}; exported its recorded plain Triton alternative"
-    if primary is not None:
-        return triton_to_engine(primary), f"{what}; exported the same tile without them"
-    return None, f"{what} has no Triton equivalent; left out (the engine uses its nearest exported M)"
-
-
-def engine_document(config: ConfigFile, source: str = "config") -> tuple[dict[str, dict], list[str]]:
-    """The engine-format document of ``config`` (ascending M) and one note per reason an M was substituted
-    or dropped, with the M values it applies to.
-
-    Raises ConfigError naming the M, the key and what is allowed when an exported config is one engines'
-    kernel cannot run (``engine_value_problems``).
-    """
-    document, reasons, problems = {}, {}, []
-    for m, entry in sorted(config.entries.items()):
-        engine, reason = _engine_config_for(m, entry, f"{source}: entries[{str(m)!r}]")
-        if reason:
-            reasons.setdefault(reason, []).append(m)
-        if engine is not None:
-            problems += engine_value_problems(engine, config.block_shape[1], f"M={m}", native=True)
-            document[str(m)] = engine
-    if problems:
-        raise ConfigError(f"{source}: the engines' kernel cannot run what would be exported: " + "; ".join(problems))
-    return document, [f"{describe_ms(ms)}: {reason}" for reason, ms in reasons.items()]
-
-
-def export_config(src: Path, fmt: str, dst_dir: Path) -> Path:
-    """Write the vLLM (``fmt="vllm"``) or SGLang (``"sglang"``) file of the native config ``src`` into ``dst_dir``.
-
-    The file is named as that engine looks it up and holds only its Triton
-    config keys (see the module docstring for how non-plain entries map).
-    Warns (ConfigWarning) once listing substituted or omitted M; raises
-    ConfigError when no entry is expressible. Returns the written path.
-    """
-    if fmt not in STYLES:
-        raise ValueError(f"fmt must be one of {list(STYLES)}, got {fmt!r}")
-    src = Path(src)
-    config = load_config_file(src)
-    document, notes = engine_document(config, str(src))
-    if not document:
-        raise ConfigError(f"{src}: no entry can be expressed as the engines' Triton config: " + "; ".join(notes))
-    if notes:
-        warnings.warn(f"exporting {src.name} to {fmt}: " + "; ".join(notes), ConfigWarning, stacklevel=2)
-    dst_dir = Path(dst_dir)
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    path = dst_dir / config_filename(config.n, config.k, config.device_name, config.block_shape, fmt)
-    atomic_write_json(path, document, indent=4)
-    return path
 
 
 # --------------------------------------------------------------------------- import / checks

@@ -164,17 +164,30 @@ def naming(exc: OSError, path: Path) -> OSError:
 
 
 def atomic_write_json(path: Path, document: Any, indent: int = 2) -> None:
-    """Write ``document`` to ``path`` via a temp file in the same directory and ``os.replace``.
+    """Write ``document`` as JSON to ``path`` via a temp file in the same directory and ``os.replace``.
 
     Readers see the old file or the complete new one; on any failure the temp
     file is removed and the old file is untouched (an OSError names ``path``).
     """
-    path = Path(path)
+    def write(handle) -> None:
+        json.dump(document, handle, indent=indent)
+        handle.write("\n")
+
+    _atomic_write(Path(path), write)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all, as ``atomic_write_json`` does."""
+    _atomic_write(Path(path), lambda handle: handle.write(text))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """``write(handle)`` into a temp file beside ``path``, then ``os.replace`` it over ``path``; a replaced
+    file keeps its permissions, a new one is readable by all."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=indent)
-            handle.write("\n")
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         # mkstemp makes the file private (0600); configs are meant to be shared like the file they replace.

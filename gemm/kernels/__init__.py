@@ -15,6 +15,9 @@ _BACKENDS = {
     "cutlass": ("gemm.kernels.cutlass.backend", "CutlassBackend"),
     "cublas": ("gemm.kernels.cublas", "CublasBackend"),
     "sm90": ("gemm.kernels.sm90.backend", "Sm90Backend"),
+    # The engines' own Triton kernel, launched as each engine does: tuned with ``gemm tune --engine``.
+    "vllm_triton": ("gemm.kernels.engine_triton", "VllmTritonBackend"),
+    "sglang_triton": ("gemm.kernels.engine_triton", "SglangTritonBackend"),
 }
 #: Backends a sweep tries when none are named. The Hopper kernel ("sm90") is tuned on request
 #: (``--backends``) until it leads somewhere: measured on an H200 it is 0.6x cuBLAS per-tensor FP8
@@ -34,7 +37,7 @@ def default_backend_names() -> list[str]:
 
 
 def get_backend(name: str) -> Backend:
-    """The backend called ``name`` ("triton", "cutlass", "cublas", "sm90"); ValueError for an unknown name."""
+    """The backend called ``name`` (see ``backend_names``); ValueError for an unknown name."""
     if name not in _BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {backend_names()}")
     if name not in _INSTANCES:

@@ -124,3 +124,8 @@ class Backend(abc.ABC):
 
     def params_from_dict(self, values: dict[str, Any]) -> KernelParams:
         return self.params_type.from_dict(values)
+
+    def canonical(self, problem: GemmProblem, params: KernelParams) -> KernelParams:
+        """The one spelling of ``params`` among those that run identically on ``problem`` (the tuner times
+        one of them); ``params`` itself unless the backend knows such equivalences."""
+        return params

@@ -33,6 +33,8 @@ class DeviceOutcome:
     arch: ArchSpec
     rows: tuple[Measurement, ...]
     log_path: Path
+    baseline_points: tuple = ()  # gemm.tuner.engine.compare.BaselinePoint of an engine sweep with a baseline
+    report: tuple[Path, ...] = ()  # the comparison's CSV and markdown
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,14 @@ def sweep_fingerprint(target: Target, plan: SweepPlan) -> Fingerprint:
 
 
 def plan_line(plan: SweepPlan, device_name: str, log_path: Path) -> str:
-    """What a sweep is about to do: shapes x M on a device, candidates to run, rejected and pruned."""
+    """What a sweep is about to do: shapes x M on a device, candidates to run, rejected and pruned (and, in an
+    engine sweep, its floor and baseline)."""
     settings, counts = plan.settings, plan.counts()
+    engine = f"\ngemm tune: {settings.engine.describe(device_name)}" if settings.engine is not None else ""
     return (f"gemm tune: {len(settings.shapes)} shapes x {len(settings.m_grid)} M on {device_name} with "
             f"{', '.join(settings.backends)}: {counts.get('kept', 0)} candidates to run, "
             f"{counts.get('rejected', 0)} rejected by constraints, {counts.get('pruned', 0)} pruned by the cost "
-            f"model; log {log_path}")
+            f"model; log {log_path}{engine}")
 
 
 def default_log_path(out_root: Path, device_name: str, plan: SweepPlan) -> Path:
@@ -89,6 +93,38 @@ def open_results_log(log_path: Path, fingerprint: Fingerprint, resume: bool,
     if resume:
         say(f"gemm tune: no log at {log_path} to resume; starting a new sweep")
     return ResultsLog.create(log_path, fingerprint), []
+
+
+def shape_choices(rows: list[Measurement], tie: float, plan: SweepPlan, shape: LayerShape
+                  ) -> tuple[dict[int, Choice], list]:
+    """(the choice per M of one finished shape, its ``BaselinePoint`` list): ``select``'s choices, and in an
+    engine sweep with a baseline those choices with entries slower than the baseline's replaced by them
+    (``gemm.tuner.engine.compare``)."""
+    from gemm.tuner.results.select import select
+
+    choices = select(rows, tie).get((shape.n, shape.k), {})
+    engine = plan.settings.engine
+    if engine is None or engine.baseline is None:
+        return choices, []
+    from gemm.tuner.engine.compare import compare_shape
+
+    return compare_shape(shape.n, shape.k, choices, rows, engine.baseline, engine.backend, plan.settings.m_grid)
+
+
+def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan,
+                          points: list) -> tuple[Path, Path] | None:
+    """The comparison of an engine sweep with its baseline, as
+    ``out_root/reports/<device>-<engine>-vs-<baseline>.csv`` and ``.md``; None without a baseline or points."""
+    engine = plan.settings.engine
+    if engine is None or engine.baseline is None or not points:
+        return None
+    from gemm.configs.engine_targets import engine_named
+    from gemm.tuner.engine.report import write_report
+
+    title = (f"{engine_named(engine.engine).title} kernel on {device_name}: the tuned files against "
+             f"{engine.baseline.label}")
+    return write_report(points, out_root / "reports", f"{device_name}-{engine.engine}-vs-{engine.baseline.label}",
+                        title)
 
 
 def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choices: dict[int, Choice],

@@ -46,7 +46,9 @@ class TuneSettings:
     host (0: evaluate in the sweeping process). ``gpus`` (``"all"``, a count or
     a list) spreads the sweep over this machine's GPUs; ``ray`` (an address,
     ``""`` for Ray's default) over a Ray cluster, where ``gpus`` caps the tasks
-    at a time.
+    at a time. ``engine`` ("vllm" or "sglang") makes it an engine sweep (``gemm.tuner.engine``): the
+    engine's kernel alone, with the engine files of the device as a floor and ``baseline``, a folder of
+    an engine's files, timed beside it at every point.
     """
 
     shapes: tuple[LayerShape, ...]
@@ -69,6 +71,8 @@ class TuneSettings:
     prebuild: bool = True
     gpus: str | None = None
     ray: str | None = None
+    engine: str | None = None
+    baseline: Path | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -86,21 +90,53 @@ class TuneSettings:
                 problems.append(f"{name} must be an integer >= {low} or None, got {value!r}")
         if self.backends is not None and (not self.backends or not all(self.backends)):
             problems.append(f"backends must be None (every usable one) or non-empty names, got {self.backends!r}")
+        problems += self._engine_problems()
         if problems:
             raise SetupError("; ".join(problems))
+
+    def _engine_problems(self) -> list[str]:
+        from gemm.configs.engine_targets import ENGINES
+
+        if self.engine is None:
+            return ["baseline needs an engine sweep (engine='vllm' or 'sglang')"] if self.baseline else []
+        if self.engine not in ENGINES:
+            return [f"engine must be one of {list(ENGINES)} or None, got {self.engine!r}"]
+        own = ENGINES[self.engine].backend
+        if self.backends is not None and self.backends != (own,):
+            return [f"an engine sweep times the engine's kernel only: backends must be None or ({own!r},), "
+                    f"got {self.backends!r}"]
+        return []
+
+    @property
+    def engine_backends(self) -> tuple[str, ...] | None:
+        """The backends to sweep as asked: the engine's kernel alone in an engine sweep, else ``backends``."""
+        if self.engine is None:
+            return self.backends
+        from gemm.configs.engine_targets import engine_named
+
+        return (engine_named(self.engine).backend,)
 
     @property
     def distributed(self) -> bool:
         """True when the sweep is spread over several GPU workers (``gpus`` or ``ray``)."""
         return self.gpus is not None or self.ray is not None
 
-    def sweep_settings(self, timer: str, backends: tuple[str, ...]) -> SweepSettings:
+    def sweep_settings(self, timer: str, backends: tuple[str, ...], device_name: str | None = None) -> SweepSettings:
         """The sweep of one device with ``timer`` and its usable ``backends`` (ValueError for a bad value).
 
-        The interpreter's sweep times few repetitions: it checks the tool, its times mean nothing.
+        An engine sweep reads its floor and baseline for ``device_name`` here (``gemm.tuner.engine.mode``;
+        ValueError for a baseline folder without files for the device). The interpreter's sweep times few
+        repetitions: it checks the tool, its times mean nothing.
         """
+        mode = None
+        if self.engine is not None:
+            from gemm.tuner.engine.mode import engine_mode
+
+            if device_name is None:
+                raise ValueError("an engine sweep needs the device name its files are for")
+            mode = engine_mode(self.engine, device_name, baseline_dir=self.baseline)
         return SweepSettings(
             shapes=tuple(self.shapes), m_grid=tuple(self.m_grid), backends=tuple(backends), timer=timer,
             out_dtype=self.out_dtype, prune=self.prune, keep=self.keep, screen_margin=self.screen_margin,
             screen_reps=2 if self.interpret else 5, final_reps=3 if self.interpret else 50,
-            interpret=self.interpret)
+            interpret=self.interpret, engine=mode)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from gemm.tuner.outputs import (
     INTERRUPTED, TIME_LIMIT, DeviceOutcome, TuneOutcome, default_log_path, open_results_log, plan_line,
-    pruning_savings, sweep_fingerprint, write_shape_config,
+    pruning_savings, shape_choices, sweep_fingerprint, write_baseline_report, write_shape_config,
 )
 from gemm.tuner.presets import LayerShape
 from gemm.tuner.results.log import ResultsLog
@@ -61,8 +61,8 @@ def prepare(settings: TuneSettings, say: Callable[[str], None]) -> PreparedTune:
     """Device, backends, plan and open log of a sweep; SetupError/ValueError/LogMismatchError if it cannot start."""
     started = time.monotonic()
     target = local_target(settings.interpret, settings.timer)
-    backends = usable_backends(settings.backends, settings.interpret, say)
-    plan = SweepPlan.build(settings.sweep_settings(target.timer, backends), target.arch)
+    backends = usable_backends(settings.engine_backends, settings.interpret, say)
+    plan = SweepPlan.build(settings.sweep_settings(target.timer, backends, target.device_name), target.arch)
     log_path = settings.log_path or default_log_path(settings.out_root, target.device_name, plan)
     log, existing = open_results_log(log_path, sweep_fingerprint(target, plan), settings.resume, say)
     say(plan_line(plan, target.device_name, log_path))
@@ -78,7 +78,7 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
     """Sweep ``prepared``'s plan, writing each shape's config as it finishes; lines for people go to
     ``progress.write``. The log is closed when this returns or raises."""
     from gemm.configs import ConfigError
-    from gemm.tuner.results.select import select
+    from gemm.tuner.engine.compare import replacement_notes
     from gemm.tuner.results.tables import shape_line
     from gemm.tuner.search.prebuild import prebuild_cutlass
     from gemm.tuner.search.runner import InProcessRunner, WorkerPool
@@ -89,10 +89,14 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     worker_settings = WorkerSettings(device=target.device, timer=target.timer, l2_bytes=target.arch.l2_bytes,
                                      seed=settings.seed, threads=threads)
-    written = []
+    written, compared = [], []
 
     def on_shape_done(shape: LayerShape, rows) -> None:
-        choices = select(rows, settings.tie).get((shape.n, shape.k), {})
+        choices, points = shape_choices(rows, settings.tie, plan, shape)
+        compared.extend(points)
+        if points:
+            for line in replacement_notes(points, plan.settings.engine.baseline.label):
+                progress.write(f"gemm tune: {line}")
         try:
             path = write_shape_config(settings.out_root, target, shape, choices, plan)
         except ConfigError as exc:
@@ -122,7 +126,9 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
             runner.close()
         prepared.log.close()
     wall_s = time.monotonic() - prepared.started
-    device = DeviceOutcome(target.device_name, target.arch, tuple(rows), prepared.log.path)
+    report = write_baseline_report(settings.out_root, target.device_name, plan, compared)
+    device = DeviceOutcome(target.device_name, target.arch, tuple(rows), prepared.log.path, tuple(compared),
+                           report or ())
     return TuneOutcome(settings, (device,), tuple(written), wall_s, stopped,
                        restarts=getattr(runner, "restarts", 0),
                        savings=pruning_savings(plan.counts(), rows, wall_s, len(prepared.existing)))

@@ -23,7 +23,7 @@ from gemm.tuner.distributed.placement import DeviceSetup, place
 from gemm.tuner.distributed.scheduler import DeviceRun
 from gemm.tuner.outputs import (
     INTERRUPTED, TIME_LIMIT, DeviceOutcome, TuneOutcome, default_log_path, open_results_log, plan_line,
-    sweep_fingerprint, write_shape_config,
+    shape_choices, sweep_fingerprint, write_baseline_report, write_shape_config,
 )
 from gemm.tuner.search.plan import SweepPlan
 from gemm.tuner.search.sweep import Progress
@@ -55,7 +55,8 @@ def prepare(settings: TuneSettings, say: Callable[[str], None]) -> PreparedRun:
     """Workers, device names, plans and open logs of a distributed sweep (see the module docstring)."""
     started = time.monotonic()
     placement = place(settings, say)
-    plans = {name: SweepPlan.build(settings.sweep_settings(setup.target.timer, setup.backends), setup.target.arch)
+    plans = {name: SweepPlan.build(settings.sweep_settings(setup.target.timer, setup.backends, name),
+                                   setup.target.arch)
              for name, setup in placement.devices.items()}
     runs: list[DeviceRun] = []
     try:
@@ -80,7 +81,7 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
     from gemm.configs import ConfigError
     from gemm.tuner.distributed.scheduler import Scheduler
     from gemm.tuner.distributed.unit import UnitTask
-    from gemm.tuner.results.select import select
+    from gemm.tuner.engine.compare import replacement_notes
     from gemm.tuner.results.tables import shape_line
     from gemm.tuner.search.prebuild import prebuild_cutlass
     from gemm.tuner.search.sweep import TimeLimitReached
@@ -99,9 +100,13 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
                         time_left_s, prebuild_in_tasks)
 
     written: list[Path] = []
+    compared: dict[str, list] = {run_.device_name: [] for run_ in runs}
 
     def on_shape_done(run_: DeviceRun, shape) -> None:
-        choices = select(run_.shape_rows(shape), settings.tie).get((shape.n, shape.k), {})
+        choices, points = shape_choices(run_.shape_rows(shape), settings.tie, run_.plan, shape)
+        compared[run_.device_name].extend(points)
+        for line in replacement_notes(points, run_.plan.settings.engine.baseline.label) if points else ():
+            progress.write(f"gemm tune: {run_.device_name}: {line}")
         try:
             path = write_shape_config(settings.out_root, devices[run_.device_name].target, shape, choices,
                                       run_.plan)
@@ -135,7 +140,10 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
             executor.close()
         for run_ in runs:
             run_.log.close()
+    reports = {r.device_name: write_baseline_report(settings.out_root, r.device_name, r.plan, compared[r.device_name])
+               for r in runs}
     outcomes = tuple(DeviceOutcome(r.device_name, devices[r.device_name].target.arch, tuple(r.rows.values()),
-                                   r.log.path) for r in runs)
+                                   r.log.path, tuple(compared[r.device_name]), reports[r.device_name] or ())
+                     for r in runs)
     return TuneOutcome(settings, outcomes, tuple(written), time.monotonic() - prepared.started,
                        stopped, workers=prepared.slot_count, lost=scheduler.lost if scheduler is not None else 0)

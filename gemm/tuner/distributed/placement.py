@@ -76,11 +76,11 @@ def _on_ray(settings: TuneSettings, say: Callable[[str], None]) -> Placement:
     ray = ray_cluster.connect(settings.ray or None, settings.interpret)
     if settings.interpret:
         target = interpreter_target(settings.timer)
-        devices = {target.device_name: DeviceSetup(target, usable_backends(settings.backends, True, say))}
+        devices = {target.device_name: DeviceSetup(target, usable_backends(settings.engine_backends, True, say))}
         slots = ray_cluster.cpu_slots(ray, target.device_name, limit)
     else:
-        slots, reports = ray_cluster.gpu_slots(ray, settings.backends or tuple(default_backend_names()), limit)
-        devices = cluster_devices(reports, settings.backends, settings.timer, say)
+        slots, reports = ray_cluster.gpu_slots(ray, settings.engine_backends or tuple(default_backend_names()), limit)
+        devices = cluster_devices(reports, settings.engine_backends, settings.timer, say)
     return Placement(devices, lambda: ray_cluster.RayExecutor(ray, slots, settings.interpret), 1, len(slots))
 
 
@@ -88,7 +88,7 @@ def _on_this_machine(settings: TuneSettings, say: Callable[[str], None]) -> Plac
     from gemm.tuner.distributed.local import LocalExecutor, local_gpus
 
     gpus = local_gpus(settings.gpus, settings.interpret, os.cpu_count() or 1)
-    backends = usable_backends(settings.backends, settings.interpret, say)
+    backends = usable_backends(settings.engine_backends, settings.interpret, say)
     devices = {}
     for gpu in gpus:
         if gpu.device_name not in devices:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gemm.arch import ArchSpec
 from gemm.problem import GemmProblem
-from gemm.tuner.model.roofline import COEFFICIENT_TYPES, MODELS, Coefficients, triton_us
+from gemm.tuner.model.roofline import COEFFICIENT_TYPES, MODELS, SHARED_COEFFICIENTS, Coefficients, triton_us
 
 #: Names the model family; a fit adds its own tag (``MODEL_VERSION`` + fitted logs) in the coefficients file.
 MODEL_FAMILY = "roofline-2"
@@ -112,9 +112,10 @@ def predict_with(model: FittedModel, backend_name: str, problem: GemmProblem, pa
                  arch: ArchSpec) -> float | None:
     """``model``'s microseconds for a candidate, or None for a backend it does not describe."""
     function = MODELS.get(backend_name)
-    if function is None or backend_name not in model.coefficients:
+    coefficients = model.coefficients.get(SHARED_COEFFICIENTS.get(backend_name, backend_name))
+    if function is None or coefficients is None:
         return None
-    return function(problem, params, arch, model.coefficients[backend_name])
+    return function(problem, params, arch, coefficients)
 
 
 def predict_us(backend_name: str, problem: GemmProblem, params: dict, arch: ArchSpec) -> float | None:

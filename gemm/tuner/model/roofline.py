@@ -234,5 +234,9 @@ def cublas_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CublasCoefficien
     return c.launch_us + pad + smooth_max(main_s, hbm_s, l2_s) * 1e6
 
 
-#: The time function of each modelled backend.
-MODELS = {"triton": triton_us, "cutlass": cutlass_us, "cublas": cublas_us}
+#: The time function of each modelled backend. The engines' Triton kernel is ours without split-K, TMA,
+#: persistence or K unrolling (a plain config of ``triton_us``), so it shares the Triton coefficients.
+MODELS = {"triton": triton_us, "cutlass": cutlass_us, "cublas": cublas_us,
+          "vllm_triton": triton_us, "sglang_triton": triton_us}
+#: The backend whose fitted coefficients a modelled backend without its own uses.
+SHARED_COEFFICIENTS = {"vllm_triton": "triton", "sglang_triton": "triton"}

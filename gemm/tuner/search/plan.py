@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gemm.arch import ArchSpec
 from gemm.problem import GemmProblem
 from gemm.tuner.presets import LayerShape
 from gemm.tuner.search.space import PointSpace, PruneSettings, point_space, space_hash
 
+if TYPE_CHECKING:
+    from gemm.tuner.engine.mode import EngineMode
+
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """What to sweep and how hard to look. ``keep`` None times every verified candidate carefully."""
+    """What to sweep and how hard to look. ``keep`` None times every verified candidate carefully.
+
+    ``engine`` (an engine sweep, ``gemm.tuner.engine.mode``) adds its floor of configs to the engine
+    backend's candidates at every point and pins the baseline's entry there.
+    """
 
     shapes: tuple[LayerShape, ...]
     m_grid: tuple[int, ...]
@@ -32,6 +40,7 @@ class SweepSettings:
     screen_reps: int = 5
     final_reps: int = 50
     interpret: bool = False
+    engine: "EngineMode | None" = None
 
     def __post_init__(self) -> None:
         if not self.shapes:
@@ -47,10 +56,13 @@ class SweepSettings:
 
     def hashed(self) -> dict:
         """The settings that change what a sweep measures (part of the space hash)."""
-        return {"backends": list(self.backends), "timer": self.timer, "out_dtype": self.out_dtype,
-                "block_shape": list(self.block_shape), "budget": self.prune.budget,
-                "plain_triton": self.prune.plain_triton, "keep": self.keep, "screen_margin": self.screen_margin,
-                "screen_reps": self.screen_reps, "final_reps": self.final_reps, "interpret": self.interpret}
+        hashed = {"backends": list(self.backends), "timer": self.timer, "out_dtype": self.out_dtype,
+                  "block_shape": list(self.block_shape), "budget": self.prune.budget,
+                  "plain_triton": self.prune.plain_triton, "keep": self.keep, "screen_margin": self.screen_margin,
+                  "screen_reps": self.screen_reps, "final_reps": self.final_reps, "interpret": self.interpret}
+        if self.engine is not None:  # only then: the hashes of other sweeps stay what they were
+            hashed["engine"] = self.engine.hashed()
+        return hashed
 
 
 @dataclass
@@ -70,7 +82,11 @@ class SweepPlan:
             for m in settings.m_grid:
                 problem = GemmProblem(m, shape.n, shape.k, bn, bk, settings.out_dtype)
                 for backend in settings.backends:
-                    spaces.append(point_space(backend, problem, arch, settings.prune, settings.interpret))
+                    floor, pinned = (), ()
+                    if settings.engine is not None and backend == settings.engine.backend:
+                        floor, pinned = settings.engine.floor_params(), settings.engine.pinned_params(problem)
+                    spaces.append(point_space(backend, problem, arch, settings.prune, settings.interpret,
+                                              floor, pinned))
             plan.spaces[(shape.n, shape.k)] = spaces
         return plan
 

@@ -11,6 +11,11 @@ survivors are ranked by the cost model (``gemm.tuner.model.fitted``) and cut to 
 budget, keeping the best of each tile family so that one model error cannot
 drop a whole region of the space, and a few plain Triton configs so that
 engine exports always have a measured fallback.
+
+A sweep may also name, per point, a *floor* of candidates kept whatever the model
+says (the engine mode keeps every config the engines ship for the GPU) and *pinned*
+ones, kept and always timed carefully (a baseline's entry, compared with the winner).
+Both are spelled as the backend spells equivalent configs (``Backend.canonical``).
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class PointSpace:
     rejected: tuple[tuple[Candidate, str], ...] = ()
     pruned: int = 0
     predicted: dict[str, float] = field(default_factory=dict, compare=False)
+    pinned: tuple[Candidate, ...] = ()  # kept candidates the sweep always times carefully
 
 
 def interpret_triton_space() -> list[KernelParams]:
@@ -128,6 +134,10 @@ def interpret_triton_space() -> list[KernelParams]:
 #: ``gemm tune --prune LEVEL``: candidates per backend and point kept after the model's ranking.
 PRUNE_LEVELS: dict[str, int | None] = {"none": None, "light": 64, "normal": 32, "aggressive": 12}
 DEFAULT_PRUNE_LEVEL = "normal"
+#: An engine sweep's default budget per point on top of its floor (the engines' shipped configs). With the
+#: H200 floor (74 configs) it keeps 51 to 90 candidates per point of the DeepSeek-V3 TP8 preset, 11.4k in
+#: all over vLLM's grid plus M = 8192: about 7 minutes at the 25-65 ms per candidate measured in sweeps.
+ENGINE_BUDGET = 16
 
 #: The fields that make a tile family: its tile and how its K loop is split (Triton / CUTLASS names).
 _FAMILY_FIELDS = ("block_m", "block_n", "split_k", "schedule", "tile_m", "tile_n", "decomposition", "splits")
@@ -137,46 +147,61 @@ def _family(params: dict) -> tuple:
     return tuple(params.get(name) for name in _FAMILY_FIELDS)
 
 
-def _choose(candidates: list[Candidate], predicted: dict[str, float], settings: PruneSettings) -> list[Candidate]:
-    """Best-first candidates within the budget (see PruneSettings)."""
+def _choose(candidates: list[Candidate], predicted: dict[str, float], settings: PruneSettings,
+            required: frozenset[str] = frozenset()) -> list[Candidate]:
+    """Best-first candidates within the budget (see PruneSettings), plus the ``required`` ones (params JSON)
+    beyond it."""
     order = {c.params_json: i for i, c in enumerate(candidates)}
     ranked = sorted(candidates, key=lambda c: (predicted.get(c.params_json, math.inf), order[c.params_json]))
     budget = settings.budget
-    if budget is None or len(ranked) <= budget or not predicted:
+    chosen: dict[str, Candidate] = {c.params_json: c for c in ranked if c.params_json in required}
+    if budget is None or len(ranked) - len(chosen) <= budget or not predicted:
         return ranked
-    chosen: dict[str, Candidate] = {}
+    family_limit, limit = len(chosen) + budget // 2, len(chosen) + budget
     best = predicted.get(ranked[0].params_json)
     if best is not None:
         seen_families = set()
         for c in ranked:
-            if len(chosen) >= budget // 2:
+            if len(chosen) >= family_limit:
                 break
             family = _family(c.params)
             if family in seen_families or predicted[c.params_json] > _FAMILY_HOPELESS * best:
                 continue
             seen_families.add(family)
-            chosen[c.params_json] = c
+            chosen.setdefault(c.params_json, c)
     plain = [c for c in ranked if is_plain_triton(c.backend, c.params)][:settings.plain_triton]
     for c in plain:
-        if len(chosen) < budget:
+        if len(chosen) < limit:
             chosen.setdefault(c.params_json, c)
     for c in ranked:
-        if len(chosen) >= budget:
+        if len(chosen) >= limit:
             break
         chosen.setdefault(c.params_json, c)
     return sorted(chosen.values(), key=lambda c: (predicted.get(c.params_json, math.inf), order[c.params_json]))
 
 
 def point_space(backend_ref: str, problem: GemmProblem, arch: ArchSpec, settings: PruneSettings,
-                interpret: bool = False) -> PointSpace:
-    """Check, rank and prune one backend's candidates for ``problem`` (see the module docstring)."""
+                interpret: bool = False, floor: Iterable[dict] = (), pinned: Iterable[dict] = ()) -> PointSpace:
+    """Check, rank and prune one backend's candidates for ``problem`` (see the module docstring).
+
+    ``floor`` and ``pinned`` are params (dicts of the backend's params fields) kept beyond the budget when
+    they pass ``check``; the ``pinned`` ones are also the point's ``PointSpace.pinned``.
+    """
     backend = resolve_backend(backend_ref)
     if interpret and backend_ref == "triton":
-        proposals: Iterable[KernelParams] = interpret_triton_space()
+        proposals: list[KernelParams] = list(interpret_triton_space())
     else:
-        proposals = backend.param_space(problem, arch)
+        proposals = list(backend.param_space(problem, arch))
+
+    def spelled(values: Iterable[dict]) -> list[KernelParams]:
+        return [backend.canonical(problem, backend.params_from_dict(dict(v))) for v in values]
+
+    floor_params, pin_params = spelled(floor), spelled(pinned)
+    extra = floor_params + pin_params
+    pins = [Candidate.of(backend_ref, params) for params in pin_params]
+    required = frozenset(Candidate.of(backend_ref, params).params_json for params in extra)
     valid, rejected, seen = [], [], set()
-    for params in proposals:
+    for params in proposals + extra:
         candidate = Candidate.of(backend_ref, params)
         if candidate.params_json in seen:
             continue
@@ -191,8 +216,10 @@ def point_space(backend_ref: str, problem: GemmProblem, arch: ArchSpec, settings
         estimate = predict_us(backend_ref, problem, c.params, arch)
         if estimate is not None:
             predicted[c.params_json] = estimate
-    kept = _choose(valid, predicted, settings)
-    return PointSpace(backend_ref, problem, tuple(kept), tuple(rejected), len(valid) - len(kept), predicted)
+    kept = _choose(valid, predicted, settings, required)
+    kept_keys = {c.params_json for c in kept}
+    pins = tuple(dict.fromkeys(c for c in pins if c.params_json in kept_keys))
+    return PointSpace(backend_ref, problem, tuple(kept), tuple(rejected), len(valid) - len(kept), predicted, pins)
 
 
 def space_hash(spaces: Iterable[PointSpace], settings: dict) -> str:
@@ -211,4 +238,6 @@ def space_hash(spaces: Iterable[PointSpace], settings: dict) -> str:
             digest.update(b"+" + c.params_json.encode())
         for c, _ in space.rejected:
             digest.update(b"-" + c.params_json.encode())
+        for c in space.pinned:
+            digest.update(b"*" + c.params_json.encode())
     return digest.hexdigest()

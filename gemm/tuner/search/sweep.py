@@ -10,8 +10,9 @@ Per shape (N, K):
    short cold-L2 timing of every verified candidate;
 4. per M, **final**: careful timing of each backend's best ``keep`` screened
    candidates within ``screen_margin`` of that backend's best (plus the best
-   plain Triton config, which engine exports fall back to); the rest stop
-   here -- that is the early stop of clearly losing candidates.
+   plain Triton config, which engine exports fall back to, and the point's
+   pinned candidates, e.g. a baseline's entry); the rest stop here -- that is
+   the early stop of clearly losing candidates.
 
 Every row is appended to the results log as it arrives. A resumed sweep skips
 whatever the log already settles: a candidate with a VERIFY failure or a
@@ -130,7 +131,7 @@ class Sweep:
         if any(self._row(c, space.problem, Stage.FINAL) is not None for c in space.candidates):
             return 0
         keep = self.plan.settings.keep
-        return len(space.candidates) if keep is None else min(keep, len(space.candidates))
+        return len(space.candidates) if keep is None else min(keep + len(space.pinned), len(space.candidates))
 
     def run(self) -> list[Measurement]:
         """Sweep every shape; returns every row (the log's earlier ones included)."""
@@ -227,6 +228,8 @@ class Sweep:
         screened = [row for c in candidates
                     if (row := self._row(c, problem, Stage.SCREEN)) is not None and row.status == Status.OK]
         finalists = _final_candidates(screened, settings.keep, settings.screen_margin)
+        screened_keys = {row.candidate_key for row in screened}
+        finalists += [c.key for s in spaces for c in s.pinned if c.key in screened_keys and c.key not in finalists]
         expected = sum(self._expected_finals(s) for s in spaces)
         final = [Item(backend, params_json, problem, Stage.FINAL, m_max, settings.final_reps)
                  for backend, params_json in finalists
