@@ -18,8 +18,9 @@
 // * Warp groups 1..kConsumers are consumers. Each owns kBlockM / kConsumers rows of the tile and
 //   issues wgmma.mma_async m64nNk32 e4m3 x e4m3 -> fp32 for one K block into a partial
 //   accumulator, then promotes it on the CUDA cores: total += partial * (sa[m] * sb[n / 128]).
-//   Promoting every 128-deep block in fp32 is what keeps FP8 accuracy at large K; the two consumer
-//   warp groups drift apart, so one's promotion overlaps the other's tensor-core work.
+//   Promoting every 128-deep block in fp32 is what keeps FP8 accuracy at large K. Two consumer
+//   warp groups issue their blocks in strict turns (named barriers), so one's promotion overlaps
+//   the other's tensor-core work.
 // * BLOCK_N is any multiple of 16 up to 256: a tile that straddles two or three 128-column weight
 //   scale blocks picks each 8-column group's own scale.
 // * Epilogue: bf16/fp16 into 32-byte swizzled shared memory (conflict-free for the wgmma
