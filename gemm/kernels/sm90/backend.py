@@ -4,7 +4,15 @@ The tile shape is the main knob: BLOCK_N is any multiple of 16, so the
 number of output tiles can be fitted to the 132 SMs (N = 7168 at M = 1024:
 448 tiles of 128x128 are 3.4 waves, 128x112 tiles 512 = 3.9 waves), where the
 CUTLASS and cuBLAS kernels offer powers of two. The rest (cluster pairs with
-multicast, the order tiles are walked in) are run-time options of one build.
+multicast, the order tiles are walked in, split-K) are run-time options of one build.
+
+Split-K (``splits`` > 1) is for launches of few tiles: at M <= 128 on N = 2112,
+K = 7168 there are 17 tiles of 128 columns for 132 SMs. The space adds split
+counts to the 1x1-cluster candidates of tile shapes that fill less than half
+the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
+least ``splitk_cost``. There is no fitted time model of this backend yet
+(``gemm.tuner.model.roofline`` has none for sm90), so the sweep times every
+candidate; ``splitk_cost`` is a documented heuristic, not a fit.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import torch
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
 from gemm.kernels.nvcc import hopper, jit
-from gemm.kernels.sm90 import codegen, launcher
+from gemm.kernels.sm90 import codegen, launcher, splitk
 from gemm.kernels.sm90.params import (CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, OUT_DTYPES, SM90_SMEM_BYTES, Sm90Params,
                                       accumulators_per_thread, shared_memory_bytes, stages_that_fit)
 from gemm.problem import GemmProblem
@@ -26,6 +34,13 @@ from gemm.problem import GemmProblem
 SEARCH_BLOCK_NS = (32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208)
 #: Tiles a CTA walks per group in the default order (groups of 8 tiles along M share B tiles in L2).
 DEFAULT_GROUP = 8
+#: Split counts the tuner tries, and the share of the SMs below which a tile shape is offered them.
+SEARCH_SPLITS = (2, 3, 4, 6, 8)
+SPLIT_TILES_BELOW = 0.5
+#: ``splitk_cost``'s price of adding one fp32 partial tile (read from L2 by one SM), in K blocks of the
+#: tile, and of the counter hand-off (store, release, acquire) per launch; guesses, not measurements.
+SPLIT_SLOT_BLOCKS = 1.0
+SPLIT_FIXED_BLOCKS = 2.0
 
 
 def tiles(problem: GemmProblem, block_m: int, block_n: int) -> int:
@@ -38,14 +53,34 @@ def wave_efficiency(problem: GemmProblem, block_m: int, block_n: int, num_sms: i
     return count / (math.ceil(count / num_sms) * num_sms)
 
 
-def estimated_cost(problem: GemmProblem, block_m: int, block_n: int, num_sms: int) -> float:
-    """Relative run time of a tile shape: waves x per-tile work, where narrow tiles pay for re-reading
-    operands from shared memory (a documented heuristic for ``default_params``, not a fitted model)."""
-    count = tiles(problem, block_m, block_n)
-    waves = math.ceil(count / num_sms)
+def tile_block_work(problem: GemmProblem, block_m: int, block_n: int) -> float:
+    """Relative time of one K block of one tile, where narrow tiles pay for re-reading operands from shared
+    memory and rows beyond M cost nothing (a documented heuristic, not a fitted model)."""
     rows = min(block_m, max(problem.m, 16))  # rows that do useful work at small M
-    per_tile = rows * block_n * (1.0 + 48.0 / block_n + 24.0 / block_m)
-    return waves * per_tile
+    return rows * block_n * (1.0 + 48.0 / block_n + 24.0 / block_m)
+
+
+def estimated_cost(problem: GemmProblem, block_m: int, block_n: int, num_sms: int) -> float:
+    """Relative run time of a tile shape without split-K: waves x per-tile work (``tile_block_work``; K is
+    the same for every tile shape, so it is left out)."""
+    waves = math.ceil(tiles(problem, block_m, block_n) / num_sms)
+    return waves * tile_block_work(problem, block_m, block_n)
+
+
+def splitk_cost(problem: GemmProblem, block_m: int, block_n: int, splits: int, num_sms: int) -> float:
+    """Relative run time of a tile shape split ``splits`` ways, in ``tile_block_work`` units: rounds of the
+    split-K order x the longer of the first split's K blocks and the last split's K blocks plus its fix-up
+    (splits - 1 partial tiles read back, the counter hand-off). With splits = 1 it is ``estimated_cost`` x K
+    blocks. A heuristic for ``default_params``; it has not been compared with timings yet."""
+    k_blocks = splitk.k_blocks(problem.k)
+    per_block = tile_block_work(problem, block_m, block_n)
+    count = tiles(problem, block_m, block_n)
+    if splits == 1:
+        return math.ceil(count / num_sms) * k_blocks * per_block
+    rounds = math.ceil(count / splitk.round_tiles(num_sms, splits, count))
+    first, last = splitk.split_range(k_blocks, splits, 0), splitk.split_range(k_blocks, splits, splits - 1)
+    blocks = max(first[1] - first[0], last[1] - last[0] + SPLIT_SLOT_BLOCKS * (splits - 1) + SPLIT_FIXED_BLOCKS)
+    return rounds * blocks * per_block
 
 
 class Sm90Backend(Backend):
@@ -88,6 +123,16 @@ class Sm90Backend(Backend):
             return f"a 2x1 cluster shares B between two M tiles; M={problem.m} has {m_tiles} tile(s) of {p.block_m}"
         if p.cluster_n == 2 and n_tiles < 2:
             return f"a 1x2 cluster shares A between two N tiles; N={problem.n} has {n_tiles} tile(s) of {p.block_n}"
+        if p.splits > 1:
+            k_blocks = splitk.k_blocks(problem.k)
+            if p.splits > k_blocks:
+                return (f"splits={p.splits} exceeds the {k_blocks} K blocks of 128 of K={problem.k}: "
+                        f"a split would be empty")
+            workspace = splitk.partial_bytes(problem.m, problem.n, p.block_m, p.block_n, p.splits, p.cluster_m,
+                                             p.cluster_n)
+            if workspace > splitk.MAX_WORKSPACE_BYTES:
+                return (f"splits={p.splits} needs {workspace / 2**20:.0f} MiB of fp32 partial tiles, more than the "
+                        f"{splitk.MAX_WORKSPACE_BYTES // 2**20} MiB split-K workspace limit")
         return None
 
     # ------------------------------------------------------------------ candidates
@@ -100,8 +145,17 @@ class Sm90Backend(Backend):
             return (64, 128)
         return (64, 128, 256)
 
+    def split_counts(self, problem: GemmProblem, block_m: int, block_n: int, num_sms: int) -> tuple[int, ...]:
+        """Split counts (> 1) worth trying for a tile shape: those of ``SEARCH_SPLITS`` that leave every split
+        two K blocks or more, where the tiles fill less than ``SPLIT_TILES_BELOW`` of the SMs."""
+        if tiles(problem, block_m, block_n) >= SPLIT_TILES_BELOW * num_sms:
+            return ()
+        k_blocks = splitk.k_blocks(problem.k)
+        return tuple(s for s in SEARCH_SPLITS if 2 * s <= k_blocks)
+
     def param_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
-        """Tiles (BLOCK_N from ``SEARCH_BLOCK_NS``) x clusters x tile order; see the module docstring."""
+        """Tiles (BLOCK_N from ``SEARCH_BLOCK_NS``) x clusters x tile order, plus split-K (1x1 clusters, M
+        fastest) for tile shapes of few tiles; see the module docstring."""
         m_tiles_128 = math.ceil(problem.m / 128)
         for block_m in self.block_ms(problem):
             for block_n in SEARCH_BLOCK_NS:
@@ -112,24 +166,28 @@ class Sm90Backend(Backend):
                     for raster in rasters:
                         yield Sm90Params.for_tile(block_m, block_n, cluster_m=cluster_m, cluster_n=cluster_n,
                                                   raster=raster, group=DEFAULT_GROUP)
+                for splits in self.split_counts(problem, block_m, block_n, arch.num_sms):
+                    yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:
-        """Untuned choice: the tile shape of least ``estimated_cost`` (waves x per-tile work) among the
-        search tiles that fit, with a 2x1 cluster (B multicast) where there are several M tiles."""
+        """Untuned choice: the tile shape and split count of least ``splitk_cost`` (rounds x the K blocks
+        of a unit; split counts only where ``split_counts`` offers them, i.e. tiles < half the SMs) among the
+        search tiles that fit; without split-K, a 2x1 cluster (B multicast) where there are several M tiles."""
         num_sms = arch.num_sms if arch is not None else 132
         best = None
         for block_m in self.block_ms(problem):
             for block_n in SEARCH_BLOCK_NS:
-                candidate = Sm90Params.for_tile(block_m, block_n)
-                if self.check(problem, candidate, arch) is not None:
-                    continue
-                cost = estimated_cost(problem, block_m, block_n, num_sms)
-                if best is None or cost < best[0]:
-                    best = (cost, candidate)
+                for splits in (1,) + self.split_counts(problem, block_m, block_n, num_sms):
+                    candidate = Sm90Params.for_tile(block_m, block_n, splits=splits)
+                    if self.check(problem, candidate, arch) is not None:
+                        continue
+                    cost = splitk_cost(problem, block_m, block_n, splits, num_sms)
+                    if best is None or cost < best[0]:
+                        best = (cost, candidate)
         if best is None:
             return Sm90Params(block_m=64 if problem.m <= 64 else 128, block_n=128)
         chosen = best[1]
-        if math.ceil(problem.m / chosen.block_m) >= 2:
+        if chosen.splits == 1 and math.ceil(problem.m / chosen.block_m) >= 2:
             chosen = Sm90Params(block_m=chosen.block_m, block_n=chosen.block_n, overlap=chosen.overlap, cluster_m=2)
         return chosen
 

@@ -8,6 +8,9 @@ The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES,
 * ``const char* config_name()``: ``KernelConfig.name``.
 * ``int prepare()``: per-device setup (shared-memory opt-in, SM count, co-resident clusters).
 * ``int run(A, B, D, SFA, SFB, M, N, K, lda, sfa_mn_major, sfa_ld, const RunOptions*, stream)``.
+* ``int workspace_sizes(M, N, K, const RunOptions*, int64_t* counter_slots, int64_t* partial_bytes)``:
+  what a split-K launch needs from the caller's workspace (no GPU needed).
+* ``int run_options_bytes()``: ``sizeof(RunOptions)``, which the launcher's ctypes mirror must match.
 * ``const char* last_error()``, ``int shared_memory_bytes()``, ``int stages()``.
 """
 
@@ -20,12 +23,13 @@ from gemm.kernels.nvcc.jit import BuildSpec
 from gemm.kernels.sm90.params import KernelConfig
 
 #: Bumped whenever an exported signature or ``RunOptions`` changes.
-ABI_VERSION = 1
+ABI_VERSION = 2
 FAMILY = "sm90"
 SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"
-#: Headers the translation unit needs beside it (part of the cache key): the host side and the kernel.
-HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh")
+#: Headers the translation unit needs beside it (part of the cache key): the host side, the kernel and
+#: its split-K part.
+HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_splitk.cuh")
 HEADER_DIR = Path(__file__).resolve().parent
 
 _ELEMENTS = {"bfloat16": "__nv_bfloat16", "float16": "__half"}
@@ -46,6 +50,12 @@ GEMM_SM90_EXPORT const char* gemm_sm90_last_error() {{ return gemm_sm90::last_er
 GEMM_SM90_EXPORT int gemm_sm90_shared_memory_bytes() {{ return Kernel::T::kSmemLaunchBytes; }}
 GEMM_SM90_EXPORT int gemm_sm90_stages() {{ return Kernel::T::kStages; }}
 GEMM_SM90_EXPORT int gemm_sm90_prepare() {{ return Kernel::prepare(); }}
+GEMM_SM90_EXPORT int gemm_sm90_run_options_bytes() {{ return int(sizeof(gemm_sm90::RunOptions)); }}
+
+GEMM_SM90_EXPORT int gemm_sm90_workspace_sizes(int m, int n, int k, gemm_sm90::RunOptions const* options,
+                                               int64_t* counter_slots, int64_t* partial_bytes) {{
+  return Kernel::workspace_sizes(m, n, k, options, counter_slots, partial_bytes);
+}}
 
 GEMM_SM90_EXPORT int gemm_sm90_run(
     void const* a, void const* b, void* d, float const* sfa, float const* sfb, int m, int n, int k,

@@ -28,22 +28,27 @@
 //   tiles are clipped by TMA, and loads beyond M, N or K are zero-filled by TMA.
 // * Tiles are walked in grouped order (groups of `group` cluster tiles along M or along N) so the
 //   tiles in flight share operands in L2.
+// * Split-K (run-time `splits` > 1, for few output tiles): each tile's K blocks are cut into `splits`
+//   ranges, one work unit each; the last unit of a tile adds the others' fp32 partials from a workspace
+//   the caller owns, in split order (deterministic), and stores the tile (fp8_gemm_splitk.cuh).
 //
 // M, N and K are run-time arguments: one build serves every shape. Compile-time: the tile shape,
-// the stage count and the output type. Cluster shape, tile order and the activation-scale layout
-// are run-time options. Nothing here allocates memory; launches go to the caller's stream and never
-// synchronize, so they can be captured in CUDA graphs.
+// the stage count and the output type. Cluster shape, tile order, split count and the activation-scale
+// layout are run-time options. Nothing here allocates memory (split-K's workspace comes from the caller);
+// launches go to the caller's stream and never synchronize, so they can be captured in CUDA graphs.
 #pragma once
 
 #include <cuda.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
 #include "fp8_gemm_kernel.cuh"
+#include "fp8_gemm_splitk.cuh"
 
 #define GEMM_SM90_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -65,7 +70,16 @@ struct RunOptions {
   int32_t raster;     // 0: groups of cluster tiles along M (M fastest), 1: along N
   int32_t group;      // cluster tiles per group (>= 1)
   int32_t max_ctas;   // upper bound on the persistent grid (0: as many as are co-resident)
+  int32_t splits;     // K ranges per output tile, 1 <= splits <= ceil(K / 128) (1: data-parallel)
+  int64_t counter_slots;    // int32 counters at `counters` (split-K needs workspace_sizes' count)
+  int32_t* counters;        // split-K arrival counters: zero when allocated, left at zero by every launch
+  void* workspace;          // split-K fp32 partial tiles, 16-byte aligned (contents never need clearing)
+  int64_t workspace_bytes;  // bytes at `workspace`
 };
+static_assert(sizeof(RunOptions) == 56 && offsetof(RunOptions, counter_slots) == 24 &&
+                  offsetof(RunOptions, counters) == 32 && offsetof(RunOptions, workspace) == 40 &&
+                  offsetof(RunOptions, workspace_bytes) == 48,
+              "launcher.py's ctypes mirror of RunOptions assumes this layout");
 
 inline std::string& last_error() {
   thread_local std::string message;
@@ -179,18 +193,62 @@ struct Gemm {
     return kOk;
   }
 
+  static bool valid_cluster(RunOptions const& o) {
+    return (o.cluster_m == 1 && o.cluster_n == 1) || (o.cluster_m == 2 && o.cluster_n == 1) ||
+           (o.cluster_m == 1 && o.cluster_n == 2);
+  }
+
+  // What a launch of (m, n, k, options) needs from the caller's workspace: int32 counters and bytes of fp32
+  // partial tiles (0 and 0 with splits == 1). launcher.py allocates them; params.py mirrors the sizes.
+  static int workspace_sizes(int m, int n, int k, RunOptions const* options, int64_t* counter_slots,
+                             int64_t* partial_bytes) {
+    if (options == nullptr || counter_slots == nullptr || partial_bytes == nullptr) {
+      return fail(kBadArgument, "options, counter_slots and partial_bytes must not be null");
+    }
+    if (m <= 0 || n <= 0 || k <= 0) return fail(kBadArgument, "M, N and K must be positive");
+    RunOptions const& o = *options;
+    if (!valid_cluster(o)) return fail(kBadArgument, "cluster must be 1x1, 2x1 or 1x2");
+    int const k_blocks = (k + kBlockK - 1) / kBlockK;
+    if (o.splits < 1 || o.splits > k_blocks) {
+      return fail(kBadArgument, "splits=" + std::to_string(o.splits) + " must be in [1, ceil(K / 128) = " +
+                                    std::to_string(k_blocks) + "]: a split may not be empty");
+    }
+    *counter_slots = 0;
+    *partial_bytes = 0;
+    if (o.splits > 1) {
+      int64_t const tiles = splitk_workspace_tiles(m, n, kBlockM, kBlockN, o.cluster_m, o.cluster_n);
+      *counter_slots = tiles * T::kConsumers;
+      *partial_bytes = tiles * (o.splits - 1) * int64_t(kBlockM) * kBlockN * int64_t(sizeof(float));
+    }
+    return kOk;
+  }
+
   static int run(void const* a, void const* b, void* d, float const* sfa, float const* sfb, int m, int n, int k,
                  int64_t lda, int sfa_mn_major, int64_t sfa_ld, RunOptions const* options, cudaStream_t stream) {
     if (options == nullptr) return fail(kBadArgument, "options is null");
     if (m <= 0 || n <= 0 || k <= 0) return fail(kBadArgument, "M, N and K must be positive");
     RunOptions const& o = *options;
-    bool const pair_m = o.cluster_m == 2 && o.cluster_n == 1;
-    bool const pair_n = o.cluster_m == 1 && o.cluster_n == 2;
-    if (!(o.cluster_m == 1 && o.cluster_n == 1) && !pair_m && !pair_n) {
-      return fail(kBadArgument, "cluster must be 1x1, 2x1 or 1x2");
-    }
+    if (!valid_cluster(o)) return fail(kBadArgument, "cluster must be 1x1, 2x1 or 1x2");
     if (o.raster != 0 && o.raster != 1) return fail(kBadArgument, "raster must be 0 (along M) or 1 (along N)");
     if (o.group < 1) return fail(kBadArgument, "group must be >= 1");
+    // Split-K's workspace before anything touches the device (the checks run without a GPU too).
+    int64_t counter_slots = 0, partial_bytes = 0;
+    if (int status = workspace_sizes(m, n, k, options, &counter_slots, &partial_bytes)) return status;
+    if (o.splits > 1) {
+      if (o.counters == nullptr || o.counter_slots < counter_slots) {
+        return fail(kBadArgument, "split-K counters: " + std::to_string(o.counter_slots) + " slots at " +
+                                      (o.counters == nullptr ? "null" : "the given pointer") + ", need " +
+                                      std::to_string(counter_slots));
+      }
+      if (o.workspace == nullptr || o.workspace_bytes < partial_bytes) {
+        return fail(kBadArgument, "split-K workspace: " + std::to_string(o.workspace_bytes) + " bytes at " +
+                                      (o.workspace == nullptr ? "null" : "the given pointer") + ", need " +
+                                      std::to_string(partial_bytes));
+      }
+      if (!aligned16(o.workspace) || (reinterpret_cast<uintptr_t>(o.counters) & 3u) != 0) {
+        return fail(kBadArgument, "split-K workspace must be 16-byte aligned and counters 4-byte aligned");
+      }
+    }
     if (k % 16 != 0) return fail(kUnsupported, "K must be a multiple of 16 (TMA needs 16-byte rows)");
     if (lda < k || lda % 16 != 0) return fail(kUnsupported, "A's row stride must be >= K and a multiple of 16");
     if (n % (16 / int(sizeof(OutT))) != 0) return fail(kUnsupported, "N must be a multiple of 8 (16-byte output rows)");
@@ -229,6 +287,8 @@ struct Gemm {
     args.cluster_tiles_m = (args.num_m_blocks + o.cluster_m - 1) / o.cluster_m;
     args.cluster_tiles_n = (args.num_n_blocks + o.cluster_n - 1) / o.cluster_n;
     args.cluster_tiles = args.cluster_tiles_m * args.cluster_tiles_n;
+    args.work_units = args.cluster_tiles;
+    args.split = SplitKArgs{1, 0, nullptr, nullptr};
 
     int status = encode_2d(&args.tma_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, a, k, m, lda, kBlockK,
                            kBlockM / o.cluster_n, CU_TENSOR_MAP_SWIZZLE_128B, "A");
@@ -251,6 +311,15 @@ struct Gemm {
     if (resident <= 0) return fail(kUnsupported, "no cluster of this shape fits on the device");
     int clusters = min(resident, args.cluster_tiles);
     if (o.max_ctas > 0) clusters = max(1, min(clusters, o.max_ctas / cluster_size));
+    if (o.splits > 1) {
+      // Rounds of R tiles x splits units, one per cluster (the order fp8_gemm_splitk.cuh argues deadlock-free).
+      if (o.max_ctas > 0) resident = max(1, min(resident, o.max_ctas / cluster_size));
+      int const round_tiles = splitk_round_tiles(resident, o.splits, args.cluster_tiles);
+      clusters = round_tiles * o.splits;
+      int const rounds = (args.cluster_tiles + round_tiles - 1) / round_tiles;
+      args.work_units = rounds * clusters;
+      args.split = SplitKArgs{o.splits, round_tiles, o.counters, static_cast<float*>(o.workspace)};
+    }
 
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(clusters * cluster_size);

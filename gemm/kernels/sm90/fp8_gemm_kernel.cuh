@@ -21,6 +21,7 @@
 #include "cute/arch/mma_sm90_gmma_ext.hpp"
 #include "cutlass/arch/barrier.h"
 #include "cutlass/arch/reg_reconfig.h"
+#include "fp8_gemm_splitk.cuh"
 
 #define GEMM_SM90_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -56,6 +57,8 @@ struct KernelArgs {
   int raster, group;
   int cluster_tiles_m, cluster_tiles_n, cluster_tiles;
   int num_m_blocks, num_n_blocks;
+  int work_units;    // what the persistent grid walks: cluster_tiles, or split-K's rounds * grid size
+  SplitKArgs split;  // splits == 1: data-parallel (one unit per cluster tile, all of K)
 };
 
 template <int kBlockM_, int kBlockN_, int kStages_, bool kOverlap_, class OutT_>
@@ -232,6 +235,19 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
     m_block = ctm * args.cluster_m + (args.cluster_m > 1 ? cluster_rank : 0);
     n_block = ctn * args.cluster_n + (args.cluster_n > 1 ? cluster_rank : 0);
   };
+  // Work unit u of this cluster (u = cluster_id, += num_clusters): data-parallel, the whole K of cluster tile
+  // u; split-K, one K range of a tile (fp8_gemm_splitk.cuh), or nothing in an idle slot of a short last
+  // round. Decided once per unit; the K loops below only see the range.
+  auto unit_of = [&](int u, WorkUnit& w) -> bool {
+    if (args.split.splits == 1) {
+      w.tile = u;
+      w.split = 0;
+      w.kb_begin = 0;
+      w.kb_end = args.k_blocks;
+      return true;
+    }
+    return splitk_unit(args.split, args.cluster_tiles, args.k_blocks, num_clusters, u, w);
+  };
 
   if (warp_group == 0) {
     // ------------------------------------------------------------------ producer
@@ -256,14 +272,16 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       int stage = 0;
       uint32_t phase = 0;
       [[maybe_unused]] int issued = 0;
-      for (int t = cluster_id; t < args.cluster_tiles; t += num_clusters) {
+      for (int u = cluster_id; u < args.work_units; u += num_clusters) {
+        WorkUnit w;
+        if (!unit_of(u, w)) continue;
         int m_block, n_block;
-        tile_of(t, m_block, n_block);
+        tile_of(w.tile, m_block, n_block);
         int const m0 = m_block * T::kBlockM;
         int const n0 = n_block * T::kBlockN;
         int const first_scale_block = n0 / kScaleBlock;
         float const* sfb_src = args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
-        for (int kb = 0; kb < args.k_blocks; ++kb) {
+        for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
           uint64_t* bar = reinterpret_cast<uint64_t*>(&full[stage]);
 #if GEMM_SM90_ABLATE & 2
@@ -487,9 +505,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
     };
 
-    for (int t = cluster_id; t < args.cluster_tiles; t += num_clusters) {
+    for (int u = cluster_id; u < args.work_units; u += num_clusters) {
+      WorkUnit w;
+      if (!unit_of(u, w)) continue;
       int m_block, n_block;
-      tile_of(t, m_block, n_block);
+      tile_of(w.tile, m_block, n_block);
       int const m0 = m_block * T::kBlockM;
       int const n0 = n_block * T::kBlockN;
       int const boundary = kScaleBlock - (n0 % kScaleBlock);  // tile columns before the next scale block
@@ -498,7 +518,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
 #pragma unroll
         for (int i = 0; i < kAccum; ++i) total[mi][i] = 0.0f;
       }
-      int const blocks = args.k_blocks;
+      int const blocks = w.kb_end - w.kb_begin;  // >= 1: no split is empty
       if constexpr (T::kOverlap) {
         // Block kb's promotion is interleaved with the issue of block kb+1 (finish_while_issuing); every
         // exit and back edge follows a wait_group 0, so ptxas sees no in-flight accumulator touched.
@@ -533,6 +553,30 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
           release_stage();
           promote(partial0, sa, sb, boundary, 0, T::kBlockN / 8);
         }
+      }
+
+      // ---------------------------------------------------------------- split-K
+      // Splits 0..S-2 publish their sums and skip the epilogue; split S-1 adds them to its own in split order
+      // (fp8_gemm_splitk.cuh). One branch per unit, outside the K loop; the data-parallel kernel never takes it.
+      if (args.split.splits > 1) {
+        int const slices = args.split.splits - 1;
+        int const ws_tile = w.tile * args.cluster_size + cluster_rank;
+        int32_t* counter = args.split.counters + ws_tile * T::kConsumers + consumer;
+        constexpr size_t kSlotFloats = size_t(T::kBlockM) * T::kBlockN;
+        float* slab = args.split.partials + size_t(ws_tile) * slices * kSlotFloats +
+                      size_t(row_base) * T::kBlockN;
+        int const rows_left = args.m - m0 - row_base;  // rows of this consumer's part inside M
+        int const cols_left = args.n - n0;
+        if (w.split < slices) {
+          splitk_store<kMmas, kAccum>(slab + w.split * kSlotFloats, total, tid, rows_left, cols_left, thread_row);
+          named_barrier_sync(barrier_id, 128);  // every thread's stores precede thread 0's release
+          if (tid == 0) splitk_arrive(counter);
+          continue;
+        }
+        if (tid == 0) splitk_wait_and_reset(counter, slices);
+        named_barrier_sync(barrier_id, 128);  // thread 0's acquire precedes every thread's loads
+        splitk_reduce<kMmas, kAccum>(slab, kSlotFloats, slices, partial0, total, tid, rows_left, cols_left,
+                                     thread_row);
       }
 
       // ---------------------------------------------------------------- epilogue

@@ -10,8 +10,11 @@
 * **run-time**: ``cluster_m`` x ``cluster_n`` (1x1, 2x1: two CTAs along M share
   the B tile by TMA multicast, 1x2: two CTAs along N share the A tile),
   ``raster`` ("along_m": groups of tiles along M, M fastest; "along_n") and
-  ``group`` (tiles per group, for L2 reuse). M, N and K are run-time too, so
-  one build serves every shape.
+  ``group`` (tiles per group, for L2 reuse) and ``splits`` (split-K: each
+  output tile's K blocks cut into that many ranges, one work unit each, the
+  fp32 partials added in split order by the last; 1 = data-parallel; see
+  ``gemm.kernels.sm90.splitk``). M, N and K are run-time too, so one build
+  serves every shape.
 
 Only the domain of each field is checked here (``ValueError`` naming the
 field); whether a combination can run a problem is the backend's ``check``.
@@ -32,6 +35,8 @@ BLOCK_K = 128
 RASTERS = ("along_m", "along_n")
 RASTER_CODES = {"along_m": 0, "along_n": 1}
 CLUSTERS = ((1, 1), (2, 1), (1, 2))
+#: Largest split count the params accept (the backend's ``check`` also needs splits <= ceil(K / 128)).
+MAX_SPLITS = 32
 OUT_DTYPES = ("bfloat16", "float16")
 OUT_BYTES = {"bfloat16": 2, "float16": 2}
 #: Opt-in shared memory per block on SM90.
@@ -136,7 +141,8 @@ class Sm90Params(KernelParams):
     otherwise), ``block_n`` a multiple of 16 in [16, 256], ``stages`` (0 = as
     many as fit), ``overlap`` (promotion overlapped with the next block's
     wgmmas), ``cluster_m`` x ``cluster_n`` in {1x1, 2x1, 1x2},
-    ``raster`` ("along_m" or "along_n") and ``group`` (>= 1 cluster tiles per group).
+    ``raster`` ("along_m" or "along_n"), ``group`` (>= 1 cluster tiles per group) and
+    ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks).
     """
 
     block_m: int = 128
@@ -147,6 +153,7 @@ class Sm90Params(KernelParams):
     cluster_n: int = 1
     raster: str = "along_m"
     group: int = 8
+    splits: int = 1
 
     def __post_init__(self) -> None:
         owner = "Sm90Params"
@@ -160,6 +167,9 @@ class Sm90Params(KernelParams):
                              f"{[f'{m}x{n}' for m, n in CLUSTERS]}")
         require_choice(owner, "raster", self.raster, RASTERS)
         require_int(owner, "group", self.group, 1)
+        require_int(owner, "splits", self.splits, 1)
+        if self.splits > MAX_SPLITS:
+            raise ValueError(f"{owner}.splits must be in [1, {MAX_SPLITS}], got {self.splits}")
 
     @classmethod
     def for_tile(cls, block_m: int, block_n: int, overlap: bool | None = None, **fields) -> "Sm90Params":
@@ -176,5 +186,7 @@ class Sm90Params(KernelParams):
         return KernelConfig(self.block_m, self.block_n, self.resolved_stages(out_dtype), self.overlap, out_dtype)
 
     def short(self) -> str:
+        """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K)."""
         return (f"{self.block_m}x{self.block_n}x{BLOCK_K},st{self.stages or 'auto'},{'ov,' if self.overlap else ''}"
-                f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}")
+                f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}"
+                + (f",sk{self.splits}" if self.splits > 1 else ""))

@@ -1,0 +1,170 @@
+// Split-K of the project's Hopper block-FP8 GEMM: how work units are laid out and how the partial sums of
+// one output tile meet. fp8_gemm_kernel.cuh includes this file; fp8_gemm.cuh sizes the grid and the
+// workspace with the host helpers at the end.
+//
+// With splits = S > 1 the K blocks of every output tile are cut into S contiguous ranges (split_range) and
+// each (tile, range) is one work unit of the persistent grid. Every unit promotes its own range per
+// 128-deep block into its fp32 `total`, as the data-parallel kernel does. Units of splits 0..S-2 then
+// store `total` into their slot of the workspace and arrive on the tile's counter; the unit of split S-1
+// waits until the counter says all S-1 have arrived, adds to its own `total` the slots of splits 0, 1, ..,
+// S-2, in that fixed order (so the result does not depend on which unit finished first: bitwise
+// deterministic), resets the counter to zero and runs the normal epilogue. Its own sum comes first
+// because the slots are loaded into the registers of the (dead) partial accumulator and added straight
+// into `total`: summing the slots apart first would need a third accumulator's registers (spills at
+// 64x208). The kernel leaves every
+// counter at zero, so no memset precedes a launch and CUDA-graph replays need nothing in between.
+//
+// Each consumer warp group owns its own rows of the tile, so it has its own counter and its own part of
+// every slot: the two consumers of a 128- or 256-row tile never wait for each other. A thread stores its
+// accumulator fragment as float4s at (fragment chunk) * 128 + (thread), so a warp writes 512 contiguous
+// bytes per chunk, and the fixing-up thread of the same fragment reads the same addresses back: no shared
+// memory is involved. Rows beyond M and 8-column groups beyond N are neither stored nor read.
+//
+// Work-unit order and why no unit waits forever. The grid has G = R * S clusters (R tiles per round,
+// R = floor(resident clusters / S), at most the tile count). Round r covers tiles [r R, r R + R') with
+// R' = min(R, tiles - r R); in it, cluster c < R' S runs split c / R' of tile r R + c % R' (split-major
+// inside the round), clusters c >= R' S of a short last round idle. A cluster walks rounds 0, 1, ... in
+// order (unit u = r G + c, u += G). So the one unit that waits, split S-1 of a tile, runs on a cluster
+// whose index is higher than those of all the units it waits for, in the same round. Claim: every unit
+// finishes. Suppose not, and take the unfinished unit of the lowest cluster index c, earliest in c's
+// walk. Clusters below c finish all their units and exit; the hardware starts clusters in index order, so
+// cluster c starts once they have (at the latest); its earlier units finish; the unit itself either waits
+// for nothing, or for units of clusters below c, which finished. Nothing here needs the whole grid to be
+// co-resident (it is sized to be: G <= resident clusters, unless max_ctas or a round of one tile with
+// S > resident clusters asks for more); non-last units never wait on anything outside their own CTA.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace gemm_sm90 {
+
+// What the device code needs for split-K; all zero with splits == 1.
+struct SplitKArgs {
+  int splits;        // K ranges per output tile (1: data-parallel, the fields below unused)
+  int round_tiles;   // R: tiles (cluster tiles) per round; the grid has R * splits clusters
+  int32_t* counters;  // [cluster tiles * cluster size][consumers] arrivals, zero between launches
+  float* partials;    // [cluster tiles * cluster size][splits - 1][kBlockM * kBlockN] fp32 partial tiles
+};
+
+// K blocks [begin, end) of split `split` of `splits` over `k_blocks` (1 <= splits <= k_blocks): as even as
+// possible, never empty. The remainder goes to the first splits, so the last one (which also adds the
+// others' partials) has the fewest blocks. gemm/kernels/sm90/params.py mirrors it (split_range).
+__host__ __device__ __forceinline__ void split_range(int k_blocks, int splits, int split, int& begin, int& end) {
+  int const base = k_blocks / splits;
+  int const extra = k_blocks % splits;
+  begin = split * base + (split < extra ? split : extra);
+  end = begin + base + (split < extra ? 1 : 0);
+}
+
+// One unit of work: a cluster tile and the K blocks [kb_begin, kb_end) of it.
+struct WorkUnit {
+  int tile;
+  int split;
+  int kb_begin, kb_end;
+};
+
+// Unit `u` of the split-K order described above (num_clusters = round_tiles * splits); false for an idle
+// slot of a short last round. The producer and the consumers of a CTA call it with the same u. (Host code
+// too: the CPU tests compare it with the Python mirror, gemm/kernels/sm90/splitk.py.)
+__host__ __device__ __forceinline__ bool splitk_unit(SplitKArgs const& s, int cluster_tiles, int k_blocks,
+                                                     int num_clusters, int u, WorkUnit& w) {
+  int const round = u / num_clusters;
+  int const slot = u - round * num_clusters;
+  int const first = round * s.round_tiles;
+  int const here = s.round_tiles < cluster_tiles - first ? s.round_tiles : cluster_tiles - first;
+  if (slot >= here * s.splits) return false;
+  w.split = slot / here;
+  w.tile = first + (slot - w.split * here);
+  split_range(k_blocks, s.splits, w.split, w.kb_begin, w.kb_end);
+  return true;
+}
+
+// Publishing a partial: store-release of the arrival after the warp group's stores (the caller's named
+// barrier orders every thread's stores before thread 0's release; release is cumulative).
+__device__ __forceinline__ void splitk_arrive(int32_t* counter) {
+  asm volatile("red.release.gpu.global.add.s32 [%0], %1;" : : "l"(counter), "r"(1) : "memory");
+}
+
+// Spin until `target` units have arrived (acquire: their stores are visible afterwards), then reset the
+// counter for the next launch; nothing else touches it in this launch.
+__device__ __forceinline__ void splitk_wait_and_reset(int32_t* counter, int target) {
+  int32_t seen;
+  do {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(seen) : "l"(counter) : "memory");
+  } while (seen != target);
+  asm volatile("st.relaxed.gpu.global.b32 [%0], %1;" : : "l"(counter), "r"(0) : "memory");
+}
+
+// The fragment of a consumer thread as float4 chunks: chunk (mi, q) holds total[mi][4q .. 4q+3] (rows r
+// and r + 8, columns c and c + 1 of the q-th 8-column group of the mi-th 64-row slab).
+// `slab` points at the consumer's part of one slot; a thread's chunk is at ((mi * kQuads + q) * 128 + tid).
+template <int kMmas, int kAccum>
+__device__ __forceinline__ void splitk_store(float* slab, float const (&total)[kMmas][kAccum], int tid,
+                                             int rows_left, int cols_left, int thread_row) {
+  constexpr int kQuads = kAccum / 4;
+  float4* out = reinterpret_cast<float4*>(slab);
+#pragma unroll
+  for (int mi = 0; mi < kMmas; ++mi) {
+    if (mi * 64 + thread_row >= rows_left) continue;  // rows r and r + 8 of the slab are beyond M
+#pragma unroll
+    for (int q = 0; q < kQuads; ++q) {
+      if (8 * q >= cols_left) continue;  // this 8-column group lies beyond N
+      __stcg(out + (mi * kQuads + q) * 128 + tid,
+             make_float4(total[mi][4 * q], total[mi][4 * q + 1], total[mi][4 * q + 2], total[mi][4 * q + 3]));
+    }
+  }
+}
+
+// total = (((total + slot 0) + slot 1) + ...) + slot count-1, each thread over its own chunks. A slot is
+// loaded whole into `landing` (a dead partial accumulator of the same shape: no extra registers), so a
+// thread's loads of one slot are independent and in flight together; one L2 round trip per slot. Loads
+// bypass L1 (.cg): the slots were written by other SMs.
+template <int kMmas, int kAccum>
+__device__ __forceinline__ void splitk_reduce(float const* slab, size_t slot_floats, int count,
+                                              float (&landing)[kMmas][kAccum], float (&total)[kMmas][kAccum],
+                                              int tid, int rows_left, int cols_left, int thread_row) {
+  constexpr int kQuads = kAccum / 4;
+  for (int s = 0; s < count; ++s) {
+    float4 const* slot = reinterpret_cast<float4 const*>(slab + size_t(s) * slot_floats);
+#pragma unroll
+    for (int mi = 0; mi < kMmas; ++mi) {
+      if (mi * 64 + thread_row >= rows_left) continue;  // rows r and r + 8 of the slab are beyond M
+#pragma unroll
+      for (int q = 0; q < kQuads; ++q) {
+        if (8 * q >= cols_left) continue;  // this 8-column group lies beyond N
+        float4 const v = __ldcg(slot + (mi * kQuads + q) * 128 + tid);
+        landing[mi][4 * q] = v.x;
+        landing[mi][4 * q + 1] = v.y;
+        landing[mi][4 * q + 2] = v.z;
+        landing[mi][4 * q + 3] = v.w;
+      }
+    }
+    // Unconditional: what the skipped loads leave in `landing` lands in rows and columns the store clips.
+#pragma unroll
+    for (int mi = 0; mi < kMmas; ++mi) {
+#pragma unroll
+      for (int i = 0; i < kAccum; ++i) total[mi][i] += landing[mi][i];
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------------- host side
+
+// Cluster tiles per round: as many as leave every cluster of the grid a unit (at least one tile).
+inline int splitk_round_tiles(int resident_clusters, int splits, int cluster_tiles) {
+  int tiles = resident_clusters / splits;
+  if (tiles < 1) tiles = 1;
+  return tiles < cluster_tiles ? tiles : cluster_tiles;
+}
+
+// Workspace of a split-K launch: `counter_slots` int32 counters and `partial_bytes` bytes of fp32 partial
+// tiles (0 and 0 with splits == 1). params.py mirrors it (splitk_counter_slots, splitk_partial_bytes).
+inline int64_t splitk_workspace_tiles(int m, int n, int block_m, int block_n, int cluster_m, int cluster_n) {
+  int64_t const cluster_tiles_m = ((m + block_m - 1) / block_m + cluster_m - 1) / cluster_m;
+  int64_t const cluster_tiles_n = ((n + block_n - 1) / block_n + cluster_n - 1) / cluster_n;
+  return cluster_tiles_m * cluster_tiles_n * cluster_m * cluster_n;
+}
+
+}  // namespace gemm_sm90
