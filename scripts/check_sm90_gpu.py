@@ -1,7 +1,8 @@
 """GPU check of the Hopper kernel (backend "sm90"): correctness, then a quick timing against cuBLAS.
 
-    python scripts/check_sm90_gpu.py correct --out DIR      # ragged set x tiles x clusters x scale layouts
-    python scripts/check_sm90_gpu.py time --out DIR         # tiles per point vs cuBLAS per-tensor FP8
+    python scripts/check_sm90_gpu.py correct --out DIR      # ragged set x tiles x clusters x scale layouts x splits
+    python scripts/check_sm90_gpu.py time --out DIR         # tiles (and split-K at few tiles) vs cuBLAS per-tensor
+    python scripts/check_sm90_gpu.py time --few-tiles       # only the points with split-K candidates
     python scripts/check_sm90_gpu.py sanitize --out DIR     # compute-sanitizer memcheck/synccheck, small problems
     python scripts/check_sm90_gpu.py build                  # build every kernel the checks use (no GPU needed)
 
@@ -39,6 +40,10 @@ RAGGED = [(1, 576, 7168), (3, 2112, 7168), (17, 512, 256), (31, 7168, 512), (100
           (257, 576, 7168), (1000, 4608, 7168), (64, 1536, 18432), (520, 7168, 18432)]
 TIME_SHAPES = [(2112, 7168), (4608, 7168), (7168, 2048), (36864, 7168), (7168, 18432), (512, 7168), (3072, 1536)]
 TIME_M = [16, 128, 1024, 8192]
+#: Split-K cases of ``correct``: split counts that divide K/128 and ones that do not, on the split-K shapes.
+SPLIT_RAGGED = [(1, 512, 7168), (3, 576, 7168), (17, 2112, 512), (31, 2112, 7168), (128, 2112, 7168),
+                (1000, 512, 7168), (100, 576, 256), (257, 4608, 2304)]
+SPLIT_COUNTS = (2, 3, 5, 8)
 
 
 def run_checked(fn, a, b, sa, sb, ref) -> tuple[float, bool]:
@@ -54,6 +59,7 @@ def phase_build(_args) -> None:
     backend = Sm90Backend()
     configs = {Sm90Params.for_tile(bm, bn).kernel_config() for bm, bn in TILES}
     configs |= {Sm90Params.for_tile(bm, bn, overlap=False).kernel_config() for bm, bn in TILES}
+    configs.add(Sm90Params.for_tile(64, 96).kernel_config())  # a split-K case of ``correct``
     for m in TIME_M:
         for n, k in TIME_SHAPES:
             for p in time_candidates(backend, GemmProblem(m, n, k)):
@@ -85,6 +91,16 @@ def phase_correct(args) -> None:
                 for layout in ("row", "mn"):
                     cases.append((Sm90Params.for_tile(bm, bn, cluster_m=cm, cluster_n=cn), (m, n, k), layout))
             cases.append((Sm90Params.for_tile(bm, bn, raster="along_n", group=3), (m, n, k), "mn"))
+    for m, n, k in SPLIT_RAGGED:  # split-K: tiles x split counts x scale layouts, some clusters and tile orders
+        for bm, bn in [(64, 128), (64, 208), (128, 112), (128, 128), (256, 96)]:
+            for splits in SPLIT_COUNTS:
+                for layout in ("row", "mn"):
+                    cases.append((Sm90Params.for_tile(bm, bn, splits=splits), (m, n, k), layout))
+        for splits in (3, 8):
+            for cm, cn in [(2, 1), (1, 2)]:
+                cases.append((Sm90Params.for_tile(128, 128, cluster_m=cm, cluster_n=cn, splits=splits), (m, n, k),
+                              "row"))
+            cases.append((Sm90Params.for_tile(64, 96, raster="along_n", group=3, splits=splits), (m, n, k), "mn"))
     inputs = {}
     for params, (m, n, k), layout in cases:
         problem = GemmProblem(m, n, k)
@@ -117,14 +133,19 @@ def phase_correct(args) -> None:
     print(f"worst relative error of the passing cases: {worst:.2e}")
 
 
-def time_candidates(backend: Sm90Backend, problem: GemmProblem) -> list[Sm90Params]:
+def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 132) -> list[Sm90Params]:
+    """Tiles x clusters x overlap, plus every split count the backend offers a tile shape of few tiles
+    (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only)."""
     out = []
     for bm in backend.block_ms(problem):
-        for bn in (64, 96, 112, 128, 144, 160, 192, 208):
-            variants = [Sm90Params.for_tile(bm, bn, cluster_m=cm, cluster_n=cn)
-                        for cm, cn in ((1, 1), (2, 1), (1, 2))]
-            if overlap_fits(bm, bn):
-                variants.append(Sm90Params.for_tile(bm, bn, overlap=False))
+        for bn in (32, 64, 96, 112, 128, 144, 160, 192, 208):
+            variants = []
+            if bn != 32:
+                variants = [Sm90Params.for_tile(bm, bn, cluster_m=cm, cluster_n=cn)
+                            for cm, cn in ((1, 1), (2, 1), (1, 2))]
+                if overlap_fits(bm, bn):
+                    variants.append(Sm90Params.for_tile(bm, bn, overlap=False))
+            variants += [Sm90Params.for_tile(bm, bn, splits=s) for s in backend.split_counts(problem, bm, bn, num_sms)]
             out += [p for p in variants if backend.check(problem, p, None) is None]
     return out
 
@@ -133,12 +154,15 @@ def phase_time(args) -> None:
     from gemm.tuner.timing import copies_for, replay_samples_us
 
     backend = Sm90Backend()
+    num_sms = torch.cuda.get_device_properties(0).multi_processor_count
     one = torch.ones((), device="cuda")
     rows = []
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     for n, k in TIME_SHAPES:
         for m in TIME_M:
             problem = GemmProblem(m, n, k)
+            if args.few_tiles and not any(p.splits > 1 for p in time_candidates(backend, problem, num_sms)):
+                continue
             base = random_problem_inputs(m, n, k, device="cuda")
             ref = reference_matmul(*base)
             per_set = sum(t.numel() * t.element_size() for t in base) + m * n * 2
@@ -154,7 +178,8 @@ def phase_time(args) -> None:
             cublas = median(lambda a, b, sa, sb: torch._scaled_mm(a, b.t(), scale_a=one, scale_b=one,
                                                                   out_dtype=torch.bfloat16), sets)
             best = None
-            for params in time_candidates(backend, problem):
+            best_data_parallel = None
+            for params in time_candidates(backend, problem, num_sms):
                 try:
                     fn = backend.build(problem, params)
                     err, nan = run_checked(fn, *base, ref)
@@ -171,6 +196,8 @@ def phase_time(args) -> None:
                                  note=""))
                 if best is None or us < best[0]:
                     best = (us, params)
+                if params.splits == 1 and (best_data_parallel is None or us < best_data_parallel[0]):
+                    best_data_parallel = (us, params)
             mn_note = ""
             if best:  # what the row-major scale path costs: the best params again with MN-major scales
                 mn_sets = [(a, b, mn_major_scales(sa), sb) for a, b, sa, sb in sets]
@@ -180,10 +207,17 @@ def phase_time(args) -> None:
                                  cublas_us=f"{cublas:.2f}", note="MN-major activation scales"))
                 del mn_sets
             tflops = 2 * m * n * k / (best[0] * 1e6) if best else float("nan")
+            split_note = ""
+            if best and best[1].splits > 1 and best_data_parallel:  # what split-K gained at this point
+                split_note = (f"  (data-parallel best {best_data_parallel[0]:.2f} us, "
+                              f"{best_data_parallel[1].short()})")
+                rows.append(dict(m=m, n=n, k=k, params="BEST-DP " + best_data_parallel[1].short(),
+                                 us=f"{best_data_parallel[0]:.2f}", cublas_us=f"{cublas:.2f}",
+                                 note="best without split-K"))
             print(f"N={n:6d} K={k:6d} M={m:5d}  cublas {cublas:8.2f} us  sm90 best "
                   f"{best[0] if best else float('nan'):8.2f} us ({tflops:6.0f} TFLOPS)  ratio "
-                  f"{cublas / best[0] if best else float('nan'):5.3f}  {best[1].short() if best else '-'}{mn_note}",
-                  flush=True)
+                  f"{cublas / best[0] if best else float('nan'):5.3f}  {best[1].short() if best else '-'}{mn_note}"
+                  f"{split_note}", flush=True)
             rows.append(dict(m=m, n=n, k=k, params="BEST " + (best[1].short() if best else "-"),
                              us=f"{best[0]:.2f}" if best else "", cublas_us=f"{cublas:.2f}", note=""))
             del sets, base, ref
@@ -204,7 +238,7 @@ from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
 from gemm.quant import mn_major_scales, random_problem_inputs
 from gemm.reference import reference_matmul, relative_error
-p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn})
+p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn}, splits={splits})
 problem = GemmProblem({m}, {n}, {k})
 a, b, sa, sb = random_problem_inputs({m}, {n}, {k}, device="cuda")
 if {mn}:
@@ -217,11 +251,14 @@ print("relerr", relative_error(out, reference_matmul(a, b, sa.contiguous(), sb))
 
 def phase_sanitize(args) -> None:
     root = str(Path(__file__).resolve().parent.parent)
-    cases = [dict(bm=128, bn=112, cm=1, cn=1, m=100, n=576, k=512, mn=0),
-             dict(bm=128, bn=128, cm=2, cn=1, m=300, n=2112, k=256, mn=1),
-             dict(bm=64, bn=128, cm=1, cn=2, m=3, n=576, k=512, mn=0)]
+    cases = [dict(bm=128, bn=112, cm=1, cn=1, m=100, n=576, k=512, mn=0, splits=1),
+             dict(bm=128, bn=128, cm=2, cn=1, m=300, n=2112, k=256, mn=1, splits=1),
+             dict(bm=64, bn=128, cm=1, cn=2, m=3, n=576, k=512, mn=0, splits=1),
+             dict(bm=128, bn=112, cm=1, cn=1, m=100, n=576, k=1280, mn=0, splits=3),
+             dict(bm=64, bn=128, cm=1, cn=2, m=3, n=576, k=896, mn=1, splits=5)]
     lines = []
-    runs = [(cases[0], "memcheck"), (cases[1], "memcheck"), (cases[2], "memcheck"), (cases[1], "synccheck")]
+    runs = [(cases[0], "memcheck"), (cases[1], "memcheck"), (cases[2], "memcheck"), (cases[1], "synccheck"),
+            (cases[3], "memcheck"), (cases[4], "memcheck"), (cases[3], "synccheck")]
     for case, tool in runs:
         if True:
             command = ["compute-sanitizer", f"--tool={tool}", "--error-exitcode=9", sys.executable, "-c",
@@ -248,6 +285,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phases", nargs="+", choices=["build", "correct", "time", "sanitize"])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_out/sm90_check")))
+    parser.add_argument("--few-tiles", action="store_true",
+                        help="time: only the points where some tile shape gets split-K candidates")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for phase in args.phases:

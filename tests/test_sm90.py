@@ -160,15 +160,23 @@ def test_cache_keys_differ_per_instantiation(tmp_path, monkeypatch):
 
 
 def test_run_options_mirror_the_params():
-    options = launcher.run_options(Sm90Params(cluster_m=2, raster="along_n", group=3), max_ctas=66)
+    options = launcher.run_options(Sm90Params(cluster_m=2, raster="along_n", group=3, splits=4), max_ctas=66)
     assert (options.cluster_m, options.cluster_n, options.raster, options.group, options.max_ctas) == (2, 1, 1, 3, 66)
-    assert ctypes.sizeof(launcher.RunOptions) == 20
+    assert (options.splits, options.counter_slots, options.counters, options.workspace) == (4, 0, None, None)
+    assert ctypes.sizeof(launcher.RunOptions) == 56  # the header's static_assert
 
 
 def test_struct_and_constants_agree_with_the_header():
     header = "".join(text for _, text in codegen.headers())
     fields = re.search(r"struct RunOptions \{(.*?)\};", header, re.S).group(1)
-    assert re.findall(r"int32_t (\w+);", fields) == [name for name, _ in launcher.RunOptions._fields_]
+    declared = re.findall(r"^\s*(int32_t|int64_t|int32_t\*|void\*) (\w+);", fields, re.M)
+    ctypes_of = {"int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64, "int32_t*": ctypes.c_void_p,
+                 "void*": ctypes.c_void_p}
+    assert [(name, ctypes_of[kind]) for kind, name in declared] == list(launcher.RunOptions._fields_)
+    assert f"sizeof(RunOptions) == {ctypes.sizeof(launcher.RunOptions)}" in header
+    for name, _ in launcher.RunOptions._fields_[6:]:
+        offset = getattr(launcher.RunOptions, name).offset
+        assert f"offsetof(RunOptions, {name}) == {offset}" in header, name
     assert "kSmemLaunchBytes <= 232448" in header and SM90_SMEM_BYTES == 232448
     assert str(MAX_ACCUMULATORS_PER_THREAD) == "208"
 

@@ -2,8 +2,10 @@
 
 * ``fp8_gemm.cuh``: the kernel (persistent, warp-specialized: a TMA producer warp and one or two
   wgmma consumer warp groups with fp32 promotion per 128-deep K block) and its C ABI.
-* ``params``: ``Sm90Params`` (tile, stages, overlap, cluster, tile order) and ``KernelConfig`` (one build),
-  with the shared-memory and register arithmetic of the kernel.
+  ``fp8_gemm_splitk.cuh``: split-K (work-unit order, partial tiles, the fix-up).
+* ``params``: ``Sm90Params`` (tile, stages, overlap, cluster, tile order, split count) and ``KernelConfig``
+  (one build), with the shared-memory and register arithmetic of the kernel.
+* ``splitk``: the split-K arithmetic mirrored from the C++ (K ranges, unit order, workspace sizes).
 * ``codegen``: the translation unit of one instantiation, built by the shared nvcc JIT
   (``gemm.kernels.nvcc``).
 * ``launcher``: ctypes loading and launches from torch (graph-capturable; row-major or MN-major

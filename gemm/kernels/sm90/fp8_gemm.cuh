@@ -69,7 +69,8 @@ struct RunOptions {
   int32_t cluster_n;  // 1 or 2: two CTAs along N share the A tile
   int32_t raster;     // 0: groups of cluster tiles along M (M fastest), 1: along N
   int32_t group;      // cluster tiles per group (>= 1)
-  int32_t max_ctas;   // upper bound on the persistent grid (0: as many as are co-resident)
+  int32_t max_ctas;   // upper bound on the persistent grid (0: as many as are co-resident); a split-K grid
+                      // is a multiple of `splits` CTAs (clusters), so it exceeds a bound below `splits`
   int32_t splits;     // K ranges per output tile, 1 <= splits <= ceil(K / 128) (1: data-parallel)
   int64_t counter_slots;    // int32 counters at `counters` (split-K needs workspace_sizes' count)
   int32_t* counters;        // split-K arrival counters: zero when allocated, left at zero by every launch

@@ -569,7 +569,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         int const cols_left = args.n - n0;
         if (w.split < slices) {
           splitk_store<kMmas, kAccum>(slab + w.split * kSlotFloats, total, tid, rows_left, cols_left, thread_row);
-          named_barrier_sync(barrier_id, 128);  // every thread's stores precede thread 0's release
+          // Every thread's stores are visible GPU-wide before thread 0's release (the release alone would be
+          // cumulative over the barrier too; the fence costs one L2 round trip per unit, in parallel).
+          __threadfence();
+          named_barrier_sync(barrier_id, 128);
           if (tid == 0) splitk_arrive(counter);
           continue;
         }

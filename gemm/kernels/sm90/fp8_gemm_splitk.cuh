@@ -81,8 +81,8 @@ __host__ __device__ __forceinline__ bool splitk_unit(SplitKArgs const& s, int cl
   return true;
 }
 
-// Publishing a partial: store-release of the arrival after the warp group's stores (the caller's named
-// barrier orders every thread's stores before thread 0's release; release is cumulative).
+// Publishing a partial: a release reduction on the counter after the warp group's stores (each thread
+// fences its stores, then the caller's named barrier puts them all before thread 0's release).
 __device__ __forceinline__ void splitk_arrive(int32_t* counter) {
   asm volatile("red.release.gpu.global.add.s32 [%0], %1;" : : "l"(counter), "r"(1) : "memory");
 }

@@ -29,7 +29,7 @@ from gemm.kernels.base import GemmFn, LaunchError
 from gemm.kernels.nvcc.library import OK, NativeLibrary, check_call, device_index, tma_ready
 from gemm.kernels.sm90 import codegen
 from gemm.kernels.sm90.params import RASTER_CODES, Sm90Params
-from gemm.problem import GemmProblem, activation_scale_layout
+from gemm.problem import GemmInputError, GemmProblem, activation_scale_layout
 
 
 class RunOptions(ctypes.Structure):
@@ -154,13 +154,13 @@ def load_library(path: Path) -> Sm90Library:
 
 def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
                  device: torch.device | int | None = None) -> GemmFn:
-    """A callable ``fn(a, b, a_scale, b_scale) -> out`` running ``library`` for ``problem``.
+    """A callable ``fn(a, b, a_scale, b_scale, out=None) -> out`` running ``library`` for ``problem``.
 
     Inputs (on one CUDA device): a [M, K] e4m3 with unit stride along K and a row
     pitch that is a multiple of 16 bytes (else it is copied); b [N, K] e4m3
     contiguous; a_scale [M, ceil(K/128)] fp32 row-major or MN-major (see
     ``gemm.problem.activation_scale_layout``); b_scale [ceil(N/128), ceil(K/128)] fp32 contiguous. Output
-    [M, N] of the problem's dtype, contiguous. Prepares the kernel on ``device``
+    [M, N] of the problem's dtype, contiguous (allocated, or ``out`` when given). Prepares the kernel on ``device``
     (default: the current CUDA device) and, for split-K, takes that device's
     workspace (``splitk_workspace``) now, so a graph capture allocates nothing.
     """
@@ -183,13 +183,19 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
 
     options_for(index)
 
-    def run(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor) -> torch.Tensor:
+    def run(a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor:
         check_call(problem, a, b, a_scale, b_scale)
         layout, sfa_ld = activation_scale_layout(a_scale)
         mn_major = layout == "mn_major"
         a = tma_ready(a)
         b = tma_ready(b)
-        out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+        if out is None:
+            out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+        elif (tuple(out.shape) != (m, n) or out.dtype != out_dtype or out.device != a.device
+              or not out.is_contiguous() or out.data_ptr() % 16):
+            raise GemmInputError(f"out must be a contiguous, 16-byte aligned [{m}, {n}] {out_dtype} tensor on "
+                                 f"{a.device}, got {list(out.shape)} {out.dtype} on {out.device}")
         stream = torch.cuda.current_stream(a.device).cuda_stream
         options = options_for(a.device.index)
         args = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(), m, n, k,
