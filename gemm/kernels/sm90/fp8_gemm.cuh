@@ -200,7 +200,7 @@ struct Gemm {
   }
 
   // What a launch of (m, n, k, options) needs from the caller's workspace: int32 counters and bytes of fp32
-  // partial tiles (0 and 0 with splits == 1). launcher.py allocates them; params.py mirrors the sizes.
+  // partial tiles (0 and 0 with splits == 1). launcher.py allocates them; splitk.py mirrors the sizes.
   static int workspace_sizes(int m, int n, int k, RunOptions const* options, int64_t* counter_slots,
                              int64_t* partial_bytes) {
     if (options == nullptr || counter_slots == nullptr || partial_bytes == nullptr) {

@@ -11,8 +11,8 @@
 // deterministic), resets the counter to zero and runs the normal epilogue. Its own sum comes first
 // because the slots are loaded into the registers of the (dead) partial accumulator and added straight
 // into `total`: summing the slots apart first would need a third accumulator's registers (spills at
-// 64x208). The kernel leaves every
-// counter at zero, so no memset precedes a launch and CUDA-graph replays need nothing in between.
+// 64x208). The kernel leaves every counter at zero, so no memset precedes a launch and CUDA-graph replays
+// need nothing in between.
 //
 // Each consumer warp group owns its own rows of the tile, so it has its own counter and its own part of
 // every slot: the two consumers of a 128- or 256-row tile never wait for each other. A thread stores its
@@ -27,11 +27,12 @@
 // order (unit u = r G + c, u += G). So the one unit that waits, split S-1 of a tile, runs on a cluster
 // whose index is higher than those of all the units it waits for, in the same round. Claim: every unit
 // finishes. Suppose not, and take the unfinished unit of the lowest cluster index c, earliest in c's
-// walk. Clusters below c finish all their units and exit; the hardware starts clusters in index order, so
-// cluster c starts once they have (at the latest); its earlier units finish; the unit itself either waits
-// for nothing, or for units of clusters below c, which finished. Nothing here needs the whole grid to be
-// co-resident (it is sized to be: G <= resident clusters, unless max_ctas or a round of one tile with
-// S > resident clusters asks for more); non-last units never wait on anything outside their own CTA.
+// walk. Clusters below c finish all their units and exit; the hardware starts clusters in index order
+// (CUDA does not promise it, but that is how the work distributor hands them out), so cluster c starts
+// once they have, at the latest; its earlier units finish; the unit itself either waits for nothing, or
+// for units of clusters below c, which finished. So the whole grid need not be co-resident (it is sized
+// to be: G <= resident clusters, unless max_ctas or a round of one tile with S > resident clusters asks
+// for more); non-last units never wait on anything outside their own cluster.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -40,7 +41,7 @@
 
 namespace gemm_sm90 {
 
-// What the device code needs for split-K; all zero with splits == 1.
+// What the device code needs for split-K (splits == 1: data-parallel, the other fields unused).
 struct SplitKArgs {
   int splits;        // K ranges per output tile (1: data-parallel, the fields below unused)
   int round_tiles;   // R: tiles (cluster tiles) per round; the grid has R * splits clusters
@@ -50,7 +51,7 @@ struct SplitKArgs {
 
 // K blocks [begin, end) of split `split` of `splits` over `k_blocks` (1 <= splits <= k_blocks): as even as
 // possible, never empty. The remainder goes to the first splits, so the last one (which also adds the
-// others' partials) has the fewest blocks. gemm/kernels/sm90/params.py mirrors it (split_range).
+// others' partials) has the fewest blocks. gemm/kernels/sm90/splitk.py mirrors it (split_range).
 __host__ __device__ __forceinline__ void split_range(int k_blocks, int splits, int split, int& begin, int& end) {
   int const base = k_blocks / splits;
   int const extra = k_blocks % splits;
@@ -159,8 +160,8 @@ inline int splitk_round_tiles(int resident_clusters, int splits, int cluster_til
   return tiles < cluster_tiles ? tiles : cluster_tiles;
 }
 
-// Workspace of a split-K launch: `counter_slots` int32 counters and `partial_bytes` bytes of fp32 partial
-// tiles (0 and 0 with splits == 1). params.py mirrors it (splitk_counter_slots, splitk_partial_bytes).
+// CTA tiles with a workspace slot and counters: every CTA of every cluster tile, also one beyond M or N
+// (Gemm::workspace_sizes sizes the workspace by it; splitk.py mirrors it as workspace_tiles).
 inline int64_t splitk_workspace_tiles(int m, int n, int block_m, int block_n, int cluster_m, int cluster_n) {
   int64_t const cluster_tiles_m = ((m + block_m - 1) / block_m + cluster_m - 1) / cluster_m;
   int64_t const cluster_tiles_n = ((n + block_n - 1) / block_n + cluster_n - 1) / cluster_n;

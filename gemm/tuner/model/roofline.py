@@ -236,6 +236,9 @@ def cublas_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CublasCoefficien
 
 #: The time function of each modelled backend. The engines' Triton kernel is ours without split-K, TMA,
 #: persistence or K unrolling (a plain config of ``triton_us``), so it shares the Triton coefficients.
+#: The project's Hopper kernel ("sm90") has no model yet, so sweeps time all its candidates; its model's
+#: split-K term (``Sm90Params.splits``) should follow ``cutlass_us``'s with that kernel's unit order: rounds
+#: of floor(SMs / splits) tiles, and S - 1 partial tiles read back by one SM per tile (docs/sm90.md).
 MODELS = {"triton": triton_us, "cutlass": cutlass_us, "cublas": cublas_us,
           "vllm_triton": triton_us, "sglang_triton": triton_us}
 #: The backend whose fitted coefficients a modelled backend without its own uses.
