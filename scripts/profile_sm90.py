@@ -4,7 +4,8 @@
         python scripts/profile_sm90.py --shape 4096,7168,7168 --params 128x128,128x192:ov=0
 
 Each ``--params`` item is ``BMxBN`` with optional ``:key=value`` fields of ``Sm90Params``
-(``ov`` for overlap, ``cm``/``cn`` for the cluster). Every launch is checked against the reference first.
+(``ov`` for overlap, ``cm``/``cn`` for the cluster, ``sk`` for splits, e.g. ``64x96:sk=3``). Every launch is
+checked against the reference first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gemm.problem import GemmProblem  # noqa: E402
 from gemm.quant import random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
 
-ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n"}
+ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n", "sk": "splits"}
 
 
 def parse_params(text: str) -> Sm90Params:

@@ -2,8 +2,8 @@
 
 Correctness against the fp32 reference (relative Frobenius error < 1e-2, no NaN, output poisoned with
 NaN first) for splits 2, 3, 5 and 8 (also counts that do not divide K/128) at M = 1, 3, 17, 31, 128,
-1000, N = 512, 576, 2112, K = 256, 512, 7168, both activation-scale layouts, clusters, overlap on and
-off, fp16; several rounds of units (a small grid); bitwise-equal results on repeats; CUDA-graph capture
+1000, N = 512, 576, 2112, K = 256, 512, 7168, both activation-scale layouts (and a ragged last K block),
+clusters, overlap on and off, fp16; several rounds of units (a small grid); bitwise-equal results on repeats; CUDA-graph capture
 replayed twice with new data (the workspace is reused, the counters reset by the kernel); the counters
 back at zero after every launch; a graph still correct after the workspace grew; the default params of
 few-tile shapes. Kernels are built on first use (``scripts/check_sm90_gpu.py build`` warms the cache).
@@ -89,7 +89,7 @@ def test_splits_match_the_reference(backend, splits, m, n, k):
 
 @pytest.mark.parametrize("layout", ["row", "mn"])
 @pytest.mark.parametrize("m,n,k,splits", [(1, 576, 7168, 3), (17, 2112, 7168, 5), (128, 512, 512, 3),
-                                          (1000, 2112, 7168, 8), (31, 512, 256, 2)])
+                                          (1000, 2112, 7168, 8), (31, 512, 256, 2), (100, 576, 1296, 4)])
 def test_both_scale_layouts(backend, layout, m, n, k, splits):
     for block_m, block_n in ((64, 128), (128, 112), (64, 208), (256, 96)):
         check(backend, Sm90Params.for_tile(block_m, block_n, splits=splits), m, n, k, layout)
