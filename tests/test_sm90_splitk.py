@@ -36,7 +36,7 @@ def test_every_k_block_once_and_no_split_empty(k_blocks):
         assert covered == list(range(k_blocks)), (k_blocks, splits, ranges)  # contiguous, in order, once each
         sizes = [end - begin for begin, end in ranges]
         assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
-        assert sizes[-1] == min(sizes), "the fixing-up split should have the fewest blocks"
+        assert sizes[0] == min(sizes), "the fixing-up split (0) should have the fewest blocks"
 
 
 def test_split_range_refuses_empty_splits():
@@ -66,10 +66,10 @@ def test_unit_order_covers_every_unit_and_waits_only_on_lower_clusters(tiles_, k
         assert (u.kb_begin, u.kb_end) == splitk.split_range(k_blocks, splits, u.split)
         by_tile.setdefault(u.tile, {})[u.split] = u
     for tile, parts in by_tile.items():
-        last = parts[splits - 1]
-        for s in range(splits - 1):
+        waiting = parts[0]
+        for s in range(1, splits):
             # the waiting unit runs in the same round on a strictly higher cluster (the deadlock argument)
-            assert parts[s].round == last.round and parts[s].cluster < last.cluster, (tile, parts)
+            assert parts[s].round == waiting.round and parts[s].cluster < waiting.cluster, (tile, parts)
     # a cluster walks its units in round order (u = round * G + cluster)
     for c in range(clusters):
         rounds = [u.round for u in units if u.cluster == c]

@@ -69,17 +69,19 @@ def estimated_cost(problem: GemmProblem, block_m: int, block_n: int, num_sms: in
 
 def splitk_cost(problem: GemmProblem, block_m: int, block_n: int, splits: int, num_sms: int) -> float:
     """Relative run time of a tile shape split ``splits`` ways, in ``tile_block_work`` units: rounds of the
-    split-K order x the longer of the first split's K blocks and the last split's K blocks plus its fix-up
-    (splits - 1 partial tiles read back, the counter hand-off). With splits = 1 it is ``estimated_cost`` x K
-    blocks. A heuristic for ``default_params``; it has not been compared with timings yet."""
+    split-K order x the longer of the last split's K blocks (the most) and split 0's K blocks plus its
+    fix-up (splits - 1 partial tiles read back, the counter hand-off). With splits = 1 it is
+    ``estimated_cost`` x K blocks. A heuristic for ``default_params``; it has not been compared with
+    timings yet."""
     k_blocks = splitk.k_blocks(problem.k)
     per_block = tile_block_work(problem, block_m, block_n)
     count = tiles(problem, block_m, block_n)
     if splits == 1:
         return math.ceil(count / num_sms) * k_blocks * per_block
     rounds = math.ceil(count / splitk.round_tiles(num_sms, splits, count))
-    first, last = splitk.split_range(k_blocks, splits, 0), splitk.split_range(k_blocks, splits, splits - 1)
-    blocks = max(first[1] - first[0], last[1] - last[0] + SPLIT_SLOT_BLOCKS * (splits - 1) + SPLIT_FIXED_BLOCKS)
+    fixing, longest = splitk.split_range(k_blocks, splits, 0), splitk.split_range(k_blocks, splits, splits - 1)
+    blocks = max(longest[1] - longest[0],
+                 fixing[1] - fixing[0] + SPLIT_SLOT_BLOCKS * (splits - 1) + SPLIT_FIXED_BLOCKS)
     return rounds * blocks * per_block
 
 

@@ -29,8 +29,8 @@
 // * Tiles are walked in grouped order (groups of `group` cluster tiles along M or along N) so the
 //   tiles in flight share operands in L2.
 // * Split-K (run-time `splits` > 1, for few output tiles): each tile's K blocks are cut into `splits`
-//   ranges, one work unit each; the last unit of a tile adds the others' fp32 partials from a workspace
-//   the caller owns, in split order (deterministic), and stores the tile (fp8_gemm_splitk.cuh).
+//   ranges, one work unit each; the unit of the first range adds the others' fp32 sums from a workspace
+//   the caller owns, in K order (deterministic), and stores the tile (fp8_gemm_splitk.cuh).
 //
 // M, N and K are run-time arguments: one build serves every shape. Compile-time: the tile shape,
 // the stage count and the output type. Cluster shape, tile order, split count and the activation-scale

@@ -556,7 +556,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
 
       // ---------------------------------------------------------------- split-K
-      // Splits 0..S-2 publish their sums and skip the epilogue; split S-1 adds them to its own in split order
+      // Splits 1..S-1 publish their sums and skip the epilogue; split 0 adds them to its own in K order
       // (fp8_gemm_splitk.cuh). One branch per unit, outside the K loop; the data-parallel kernel never takes it.
       if (args.split.splits > 1) {
         int const slices = args.split.splits - 1;
@@ -567,8 +567,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
                       size_t(row_base) * T::kBlockN;
         int const rows_left = args.m - m0 - row_base;  // rows of this consumer's part inside M
         int const cols_left = args.n - n0;
-        if (w.split < slices) {
-          splitk_store<kMmas, kAccum>(slab + w.split * kSlotFloats, total, tid, rows_left, cols_left, thread_row);
+        if (w.split > 0) {
+          splitk_store<kMmas, kAccum>(slab + (w.split - 1) * kSlotFloats, total, tid, rows_left, cols_left,
+                                      thread_row);
           // Every thread's stores are visible GPU-wide before thread 0's release (the release alone would be
           // cumulative over the barrier too; the fence costs one L2 round trip per unit, in parallel).
           __threadfence();

@@ -2,17 +2,17 @@
 // one output tile meet. fp8_gemm_kernel.cuh includes this file; fp8_gemm.cuh sizes the grid and the
 // workspace with the host helpers at the end.
 //
-// With splits = S > 1 the K blocks of every output tile are cut into S contiguous ranges (split_range) and
-// each (tile, range) is one work unit of the persistent grid. Every unit promotes its own range per
-// 128-deep block into its fp32 `total`, as the data-parallel kernel does. Units of splits 0..S-2 then
-// store `total` into their slot of the workspace and arrive on the tile's counter; the unit of split S-1
-// waits until the counter says all S-1 have arrived, adds to its own `total` the slots of splits 0, 1, ..,
-// S-2, in that fixed order (so the result does not depend on which unit finished first: bitwise
-// deterministic), resets the counter to zero and runs the normal epilogue. Its own sum comes first
-// because the slots are loaded into the registers of the (dead) partial accumulator and added straight
-// into `total`: summing the slots apart first would need a third accumulator's registers (spills at
-// 64x208). The kernel leaves every counter at zero, so no memset precedes a launch and CUDA-graph replays
-// need nothing in between.
+// With splits = S > 1 the K blocks of every output tile are cut into S contiguous ranges, split s taking
+// the s-th (split_range), and each (tile, split) is one work unit of the persistent grid. Every unit
+// promotes its own range per 128-deep block into its fp32 `total`, as the data-parallel kernel does.
+// Units of splits 1..S-1 then store `total` into slot s-1 of the tile's workspace and arrive on the
+// tile's counter; the unit of split 0 waits until the counter says all S-1 have arrived, adds the slots of
+// splits 1, 2, .., S-1 to its own `total` in that order, i.e. the ranges' sums in K order, whoever
+// finished first (bitwise deterministic), resets the counter to zero and runs the normal epilogue. The
+// slots are loaded into the registers of the (dead) partial accumulator and added straight into `total`,
+// which is why the fixing-up unit owns the first range rather than adding the others apart first: that
+// would need a third accumulator's registers (it spilled at 64x208). The kernel leaves every counter at
+// zero, so no memset precedes a launch and CUDA-graph replays need nothing in between.
 //
 // Each consumer warp group owns its own rows of the tile, so it has its own counter and its own part of
 // every slot: the two consumers of a 128- or 256-row tile never wait for each other. A thread stores its
@@ -22,17 +22,18 @@
 //
 // Work-unit order and why no unit waits forever. The grid has G = R * S clusters (R tiles per round,
 // R = floor(resident clusters / S), at most the tile count). Round r covers tiles [r R, r R + R') with
-// R' = min(R, tiles - r R); in it, cluster c < R' S runs split c / R' of tile r R + c % R' (split-major
-// inside the round), clusters c >= R' S of a short last round idle. A cluster walks rounds 0, 1, ... in
-// order (unit u = r G + c, u += G). So the one unit that waits, split S-1 of a tile, runs on a cluster
-// whose index is higher than those of all the units it waits for, in the same round. Claim: every unit
-// finishes. Suppose not, and take the unfinished unit of the lowest cluster index c, earliest in c's
-// walk. Clusters below c finish all their units and exit; the hardware starts clusters in index order
-// (CUDA does not promise it, but that is how the work distributor hands them out), so cluster c starts
-// once they have, at the latest; its earlier units finish; the unit itself either waits for nothing, or
-// for units of clusters below c, which finished. So the whole grid need not be co-resident (it is sized
-// to be: G <= resident clusters, unless max_ctas or a round of one tile with S > resident clusters asks
-// for more); non-last units never wait on anything outside their own cluster.
+// R' = min(R, tiles - r R); in it, cluster c < R' S runs split S-1 - c / R' of tile r R + c % R'
+// (split-major inside the round, split 0 last), clusters c >= R' S of a short last round idle. A cluster
+// walks rounds 0, 1, ... in order (unit u = r G + c, u += G). So the one unit that waits, split 0 of a
+// tile, runs on a cluster whose index is higher than those of all the units it waits for, in the same
+// round. Claim: every unit finishes. Suppose not, and take the unfinished unit of the lowest cluster index
+// c, earliest in c's walk. Clusters below c finish all their units and exit; the hardware starts clusters
+// in index order (CUDA does not promise it, but that is how the work distributor hands them out), so
+// cluster c starts once they have, at the latest; its earlier units finish; the unit itself either waits
+// for nothing, or for units of clusters below c, which finished. So the whole grid need not be
+// co-resident (it is sized to be: G <= resident clusters, unless max_ctas or a round of one tile with
+// S > resident clusters asks for more); units of splits 1..S-1 never wait on anything outside their own
+// cluster.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,17 +47,17 @@ struct SplitKArgs {
   int splits;        // K ranges per output tile (1: data-parallel, the fields below unused)
   int round_tiles;   // R: tiles (cluster tiles) per round; the grid has R * splits clusters
   int32_t* counters;  // [cluster tiles * cluster size][consumers] arrivals, zero between launches
-  float* partials;    // [cluster tiles * cluster size][splits - 1][kBlockM * kBlockN] fp32 partial tiles
+  float* partials;    // [cluster tiles * cluster size][splits - 1][kBlockM * kBlockN] fp32 sums of splits 1..
 };
 
 // K blocks [begin, end) of split `split` of `splits` over `k_blocks` (1 <= splits <= k_blocks): as even as
-// possible, never empty. The remainder goes to the first splits, so the last one (which also adds the
-// others' partials) has the fewest blocks. gemm/kernels/sm90/splitk.py mirrors it (split_range).
+// possible, never empty. The remainder goes to the last splits, so split 0 (which also adds the others'
+// partials) has the fewest blocks. gemm/kernels/sm90/splitk.py mirrors it (split_range).
 __host__ __device__ __forceinline__ void split_range(int k_blocks, int splits, int split, int& begin, int& end) {
   int const base = k_blocks / splits;
-  int const extra = k_blocks % splits;
-  begin = split * base + (split < extra ? split : extra);
-  end = begin + base + (split < extra ? 1 : 0);
+  int const lean = splits - k_blocks % splits;  // splits [0, lean) have `base` blocks, the others base + 1
+  begin = split * base + (split > lean ? split - lean : 0);
+  end = begin + base + (split >= lean ? 1 : 0);
 }
 
 // One unit of work: a cluster tile and the K blocks [kb_begin, kb_end) of it.
@@ -76,8 +77,9 @@ __host__ __device__ __forceinline__ bool splitk_unit(SplitKArgs const& s, int cl
   int const first = round * s.round_tiles;
   int const here = s.round_tiles < cluster_tiles - first ? s.round_tiles : cluster_tiles - first;
   if (slot >= here * s.splits) return false;
-  w.split = slot / here;
-  w.tile = first + (slot - w.split * here);
+  int const group = slot / here;  // clusters [group R', (group + 1) R') of the round run one split
+  w.split = s.splits - 1 - group;
+  w.tile = first + (slot - group * here);
   split_range(k_blocks, s.splits, w.split, w.kb_begin, w.kb_end);
   return true;
 }

@@ -1,11 +1,11 @@
 """Split-K arithmetic of the Hopper kernel, mirrored from ``fp8_gemm_splitk.cuh`` and ``fp8_gemm.cuh``.
 
-With ``splits`` = S > 1 every output tile's K blocks are cut into S contiguous ranges
-(``split_range``); each (tile, range) is a work unit. The persistent grid runs rounds of
-``round_tiles`` tiles x S units, split-major inside a round (``unit_order``), so the one unit of a tile
-that waits for the others (split S-1, which adds their fp32 partials in split order) always runs on a
-higher cluster index than the units it waits for, in the same round: the argument that no unit waits
-forever is in ``fp8_gemm_splitk.cuh``. The workspace the launcher owns holds one int32 counter per
+With ``splits`` = S > 1 every output tile's K blocks are cut into S contiguous ranges, split s
+taking the s-th (``split_range``); each (tile, split) is a work unit. The persistent grid runs rounds
+of ``round_tiles`` tiles x S units, split-major inside a round with split 0 last (``unit_order``), so
+the one unit of a tile that waits for the others (split 0, which adds their fp32 partial sums to its
+own in K order) always runs on a higher cluster index than the units it waits for, in the same round:
+the argument that no unit waits forever is in ``fp8_gemm_splitk.cuh``. The workspace the launcher owns holds one int32 counter per
 tile and consumer warp group (``counter_slots``) and S-1 fp32 partial tiles per tile
 (``partial_bytes``).
 
@@ -26,14 +26,15 @@ MAX_WORKSPACE_BYTES = 256 * 2**20
 
 def split_range(k_blocks: int, splits: int, split: int) -> tuple[int, int]:
     """K blocks [begin, end) of ``split`` (0-based) of ``splits`` over ``k_blocks``; the remainder goes
-    to the first splits, so the last (the one that adds the partials) has the fewest."""
+    to the last splits, so split 0 (the one that adds the partials) has the fewest."""
     if not 1 <= splits <= k_blocks:
         raise ValueError(f"splits must be in [1, k_blocks={k_blocks}], got {splits}")
     if not 0 <= split < splits:
         raise ValueError(f"split must be in [0, {splits}), got {split}")
     base, extra = divmod(k_blocks, splits)
-    begin = split * base + min(split, extra)
-    return begin, begin + base + (1 if split < extra else 0)
+    lean = splits - extra  # splits [0, lean) have ``base`` blocks, the others base + 1
+    begin = split * base + max(0, split - lean)
+    return begin, begin + base + (1 if split >= lean else 0)
 
 
 def round_tiles(resident_clusters: int, splits: int, cluster_tiles: int) -> int:
@@ -59,7 +60,8 @@ def grid_clusters(resident_clusters: int, splits: int, cluster_tiles: int) -> in
 
 def unit_order(cluster_tiles: int, k_blocks: int, splits: int, resident_clusters: int) -> Iterator[Unit]:
     """Every work unit of a split-K launch in the kernel's order (``splitk_unit``): unit u = round * G +
-    cluster over the G clusters of the grid, idle slots of a short last round left out."""
+    cluster over the G clusters of the grid, split S-1 on the first clusters of a round and split 0 on the
+    last, idle slots of a short last round left out."""
     per_round = round_tiles(resident_clusters, splits, cluster_tiles)
     clusters = per_round * splits
     rounds = math.ceil(cluster_tiles / per_round)
@@ -69,7 +71,8 @@ def unit_order(cluster_tiles: int, k_blocks: int, splits: int, resident_clusters
         here = min(per_round, cluster_tiles - first)
         if slot >= here * splits:
             continue
-        split, local = divmod(slot, here)
+        group, local = divmod(slot, here)
+        split = splits - 1 - group
         yield Unit(slot, rnd, first + local, split, *split_range(k_blocks, splits, split))
 
 
@@ -89,7 +92,7 @@ def counter_slots(m: int, n: int, block_m: int, block_n: int, splits: int, clust
 
 def partial_bytes(m: int, n: int, block_m: int, block_n: int, splits: int, cluster_m: int = 1,
                   cluster_n: int = 1) -> int:
-    """Bytes of fp32 partial tiles a launch needs: splits - 1 per tile (0 with splits == 1)."""
+    """Bytes of fp32 partial tiles a launch needs: one per tile and split 1..S-1 (0 with splits == 1)."""
     return workspace_tiles(m, n, block_m, block_n, cluster_m, cluster_n) * (splits - 1) * block_m * block_n * 4
 
 
