@@ -235,18 +235,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
     m_block = ctm * args.cluster_m + (args.cluster_m > 1 ? cluster_rank : 0);
     n_block = ctn * args.cluster_n + (args.cluster_n > 1 ? cluster_rank : 0);
   };
-  // Work unit u of this cluster (u = cluster_id, += num_clusters): data-parallel, the whole K of cluster tile
-  // u; split-K, one K range of a tile (fp8_gemm_splitk.cuh), or nothing in an idle slot of a short last
-  // round. Decided once per unit; the K loops below only see the range.
-  auto unit_of = [&](int u, WorkUnit& w) -> bool {
-    if (args.split.splits == 1) {
-      w.tile = u;
-      w.split = 0;
-      w.kb_begin = 0;
-      w.kb_end = args.k_blocks;
-      return true;
-    }
-    return splitk_unit(args.split, args.cluster_tiles, args.k_blocks, num_clusters, u, w);
+  // Work unit u of this cluster (u = cluster_id, += num_clusters; work_unit in fp8_gemm_splitk.cuh).
+  auto unit_of = [&](int u, WorkUnit& w) {
+    return work_unit(args.split, args.cluster_tiles, args.k_blocks, num_clusters, u, w);
   };
 
   if (warp_group == 0) {
@@ -559,28 +550,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       // Splits 1..S-1 publish their sums and skip the epilogue; split 0 adds them to its own in K order
       // (fp8_gemm_splitk.cuh). One branch per unit, outside the K loop; the data-parallel kernel never takes it.
       if (args.split.splits > 1) {
-        int const slices = args.split.splits - 1;
         int const ws_tile = w.tile * args.cluster_size + cluster_rank;
-        int32_t* counter = args.split.counters + ws_tile * T::kConsumers + consumer;
-        constexpr size_t kSlotFloats = size_t(T::kBlockM) * T::kBlockN;
-        float* slab = args.split.partials + size_t(ws_tile) * slices * kSlotFloats +
-                      size_t(row_base) * T::kBlockN;
-        int const rows_left = args.m - m0 - row_base;  // rows of this consumer's part inside M
-        int const cols_left = args.n - n0;
-        if (w.split > 0) {
-          splitk_store<kMmas, kAccum>(slab + (w.split - 1) * kSlotFloats, total, tid, rows_left, cols_left,
-                                      thread_row);
-          // Every thread's stores are visible GPU-wide before thread 0's release (the release alone would be
-          // cumulative over the barrier too; the fence costs one L2 round trip per unit, in parallel).
-          __threadfence();
-          named_barrier_sync(barrier_id, 128);
-          if (tid == 0) splitk_arrive(counter);
-          continue;
+        auto sync = [&]() { named_barrier_sync(barrier_id, 128); };
+        if (!splitk_combine<T::kBlockM, T::kBlockN, T::kConsumers>(args.split, w, ws_tile, consumer, row_base,
+                                                                   args.m - m0 - row_base, args.n - n0, tid,
+                                                                   thread_row, sync, total, partial0)) {
+          continue;  // published; split 0 of the tile stores it
         }
-        if (tid == 0) splitk_wait_and_reset(counter, slices);
-        named_barrier_sync(barrier_id, 128);  // thread 0's acquire precedes every thread's loads
-        splitk_reduce<kMmas, kAccum>(slab, kSlotFloats, slices, partial0, total, tid, rows_left, cols_left,
-                                     thread_row);
       }
 
       // ---------------------------------------------------------------- epilogue

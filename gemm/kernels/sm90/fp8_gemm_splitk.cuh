@@ -42,12 +42,12 @@
 
 namespace gemm_sm90 {
 
-// What the device code needs for split-K (splits == 1: data-parallel, the other fields unused).
+// What the device code needs for split-K.
 struct SplitKArgs {
   int splits;        // K ranges per output tile (1: data-parallel, the fields below unused)
   int round_tiles;   // R: tiles (cluster tiles) per round; the grid has R * splits clusters
   int32_t* counters;  // [cluster tiles * cluster size][consumers] arrivals, zero between launches
-  float* partials;    // [cluster tiles * cluster size][splits - 1][kBlockM * kBlockN] fp32 sums of splits 1..
+  float* partials;    // [cluster tiles * cluster size][splits - 1][kBlockM * kBlockN] fp32 sums of splits >= 1
 };
 
 // K blocks [begin, end) of split `split` of `splits` over `k_blocks` (1 <= splits <= k_blocks): as even as
@@ -84,6 +84,21 @@ __host__ __device__ __forceinline__ bool splitk_unit(SplitKArgs const& s, int cl
   return true;
 }
 
+// Unit `u` of a cluster's walk (u = cluster index, += num_clusters): data-parallel (splits == 1), the whole
+// K of cluster tile u; split-K, one K range of a tile (splitk_unit), or nothing (false) in an idle slot of a
+// short last round. Decided once per unit; the kernel's K loops only see the range.
+__device__ __forceinline__ bool work_unit(SplitKArgs const& s, int cluster_tiles, int k_blocks, int num_clusters,
+                                          int u, WorkUnit& w) {
+  if (s.splits == 1) {
+    w.tile = u;
+    w.split = 0;
+    w.kb_begin = 0;
+    w.kb_end = k_blocks;
+    return true;
+  }
+  return splitk_unit(s, cluster_tiles, k_blocks, num_clusters, u, w);
+}
+
 // Publishing a partial: a release reduction on the counter after the warp group's stores (each thread
 // fences its stores, then the caller's named barrier puts them all before thread 0's release).
 __device__ __forceinline__ void splitk_arrive(int32_t* counter) {
@@ -101,13 +116,14 @@ __device__ __forceinline__ void splitk_wait_and_reset(int32_t* counter, int targ
 }
 
 // The fragment of a consumer thread as float4 chunks: chunk (mi, q) holds total[mi][4q .. 4q+3] (rows r
-// and r + 8, columns c and c + 1 of the q-th 8-column group of the mi-th 64-row slab).
-// `slab` points at the consumer's part of one slot; a thread's chunk is at ((mi * kQuads + q) * 128 + tid).
+// and r + 8, columns c and c + 1 of the q-th 8-column group of the mi-th 64-row wgmma slab).
+// `part` points at the consumer warp group's part of one slot; a thread's chunk (mi, q) is at
+// (mi * kQuads + q) * 128 + tid.
 template <int kMmas, int kAccum>
-__device__ __forceinline__ void splitk_store(float* slab, float const (&total)[kMmas][kAccum], int tid,
+__device__ __forceinline__ void splitk_store(float* part, float const (&total)[kMmas][kAccum], int tid,
                                              int rows_left, int cols_left, int thread_row) {
   constexpr int kQuads = kAccum / 4;
-  float4* out = reinterpret_cast<float4*>(slab);
+  float4* out = reinterpret_cast<float4*>(part);
 #pragma unroll
   for (int mi = 0; mi < kMmas; ++mi) {
     if (mi * 64 + thread_row >= rows_left) continue;  // rows r and r + 8 of the slab are beyond M
@@ -125,12 +141,12 @@ __device__ __forceinline__ void splitk_store(float* slab, float const (&total)[k
 // thread's loads of one slot are independent and in flight together; one L2 round trip per slot. Loads
 // bypass L1 (.cg): the slots were written by other SMs.
 template <int kMmas, int kAccum>
-__device__ __forceinline__ void splitk_reduce(float const* slab, size_t slot_floats, int count,
+__device__ __forceinline__ void splitk_reduce(float const* part, size_t slot_floats, int count,
                                               float (&landing)[kMmas][kAccum], float (&total)[kMmas][kAccum],
                                               int tid, int rows_left, int cols_left, int thread_row) {
   constexpr int kQuads = kAccum / 4;
   for (int s = 0; s < count; ++s) {
-    float4 const* slot = reinterpret_cast<float4 const*>(slab + size_t(s) * slot_floats);
+    float4 const* slot = reinterpret_cast<float4 const*>(part + size_t(s) * slot_floats);
 #pragma unroll
     for (int mi = 0; mi < kMmas; ++mi) {
       if (mi * 64 + thread_row >= rows_left) continue;  // rows r and r + 8 of the slab are beyond M
@@ -151,6 +167,35 @@ __device__ __forceinline__ void splitk_reduce(float const* slab, size_t slot_flo
       for (int i = 0; i < kAccum; ++i) total[mi][i] += landing[mi][i];
     }
   }
+}
+
+// After a split-K unit's K loop, for one consumer warp group (its rows start at `row_base` of the tile;
+// `rows_left` / `cols_left`: its rows inside M, the tile's columns inside N; `sync`: the warp group's named
+// barrier). Splits 1..S-1 store `total` into their slot and arrive: false, the unit is done. Split 0 waits
+// for the S-1 arrivals, adds the slots to `total` in K order with `landing` (a dead partial accumulator)
+// as the load buffer and resets the counter: true, the caller runs the epilogue.
+template <int kBlockM, int kBlockN, int kConsumers, int kMmas, int kAccum, class Sync>
+__device__ __forceinline__ bool splitk_combine(SplitKArgs const& s, WorkUnit const& w, int ws_tile, int consumer,
+                                               int row_base, int rows_left, int cols_left, int tid, int thread_row,
+                                               Sync const& sync, float (&total)[kMmas][kAccum],
+                                               float (&landing)[kMmas][kAccum]) {
+  int const slices = s.splits - 1;
+  int32_t* counter = s.counters + ws_tile * kConsumers + consumer;
+  constexpr size_t kSlotFloats = size_t(kBlockM) * kBlockN;
+  float* part = s.partials + size_t(ws_tile) * slices * kSlotFloats + size_t(row_base) * kBlockN;
+  if (w.split > 0) {
+    splitk_store<kMmas, kAccum>(part + (w.split - 1) * kSlotFloats, total, tid, rows_left, cols_left, thread_row);
+    // Every thread's stores are visible GPU-wide before thread 0's release (the release alone would be
+    // cumulative over the barrier too; the fence costs one L2 round trip per unit, in parallel).
+    __threadfence();
+    sync();
+    if (tid == 0) splitk_arrive(counter);
+    return false;
+  }
+  if (tid == 0) splitk_wait_and_reset(counter, slices);
+  sync();  // thread 0's acquire precedes every thread's loads
+  splitk_reduce<kMmas, kAccum>(part, kSlotFloats, slices, landing, total, tid, rows_left, cols_left, thread_row);
+  return true;
 }
 
 // ----------------------------------------------------------------------------------- host side
