@@ -3,10 +3,11 @@
 Correctness against the fp32 reference (relative Frobenius error < 1e-2, no NaN, output poisoned with
 NaN first) for splits 2, 3, 5 and 8 (also counts that do not divide K/128) at M = 1, 3, 17, 31, 128,
 1000, N = 512, 576, 2112, K = 256, 512, 7168, both activation-scale layouts (and a ragged last K block),
-clusters, overlap on and off, fp16; several rounds of units (a small grid); bitwise-equal results on repeats; CUDA-graph capture
-replayed twice with new data (the workspace is reused, the counters reset by the kernel); the counters
-back at zero after every launch; a graph still correct after the workspace grew; the default params of
-few-tile shapes. Kernels are built on first use (``scripts/check_sm90_gpu.py build`` warms the cache).
+clusters, overlap on and off, fp16; several rounds of units (a small grid); bitwise-equal results on
+repeats; CUDA-graph capture replayed twice with new data (the workspace is reused, the counters reset by
+the kernel); the counters back at zero after every launch; a graph still correct after the workspace
+grew; the default params of few-tile shapes. Kernels are built on first use
+(``scripts/check_sm90_gpu.py build`` warms the cache).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ taking the s-th (``split_range``); each (tile, split) is a work unit. The persis
 of ``round_tiles`` tiles x S units, split-major inside a round with split 0 last (``unit_order``), so
 the one unit of a tile that waits for the others (split 0, which adds their fp32 partial sums to its
 own in K order) always runs on a higher cluster index than the units it waits for, in the same round:
-the argument that no unit waits forever is in ``fp8_gemm_splitk.cuh``. The workspace the launcher owns holds one int32 counter per
-tile and consumer warp group (``counter_slots``) and S-1 fp32 partial tiles per tile
-(``partial_bytes``).
+the argument that no unit waits forever is in ``fp8_gemm_splitk.cuh``. The workspace the launcher
+owns holds one int32 counter per tile and consumer warp group (``counter_slots``) and S-1 fp32 partial
+tiles per tile (``partial_bytes``).
 
 Nothing here needs a GPU; the CPU tests check these against the C++ (``workspace_sizes``) and check
 the decomposition itself (every K block once, no empty split, the waiting order).
