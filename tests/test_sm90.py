@@ -209,3 +209,11 @@ def test_for_tile_takes_overlap_where_the_registers_allow():
     assert Sm90Params.for_tile(128, 128).overlap and not Sm90Params.for_tile(128, 144).overlap
     assert not Sm90Params.for_tile(128, 128, overlap=False).overlap
     assert Sm90Params.for_tile(64, 96, cluster_n=2, group=3) == Sm90Params(64, 96, overlap=True, cluster_n=2, group=3)
+
+
+def test_default_takes_no_cluster():
+    """2x1 clusters measured slower than 1x1 on the H200 (docs/sm90.md): the untuned default does not use them."""
+    backend = Sm90Backend()
+    for m, n, k in ((4096, 7168, 7168), (8192, 7168, 18432), (1024, 4608, 7168), (64, 2112, 7168)):
+        default = backend.default_params(GemmProblem(m, n, k), H200)
+        assert (default.cluster_m, default.cluster_n) == (1, 1), default

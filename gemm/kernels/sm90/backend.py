@@ -174,7 +174,8 @@ class Sm90Backend(Backend):
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:
         """Untuned choice: the tile shape and split count of least ``splitk_cost`` (rounds x the K blocks
         of a unit; split counts only where ``split_counts`` offers them, i.e. tiles < half the SMs) among the
-        search tiles that fit; without split-K, a 2x1 cluster (B multicast) where there are several M tiles."""
+        search tiles that fit, with a 1x1 cluster: measured on the H200, 2x1 clusters are 8-15% slower than
+        1x1 at 4096x7168x7168 and 8192x7168x18432 (docs/sm90.md), so the default takes none until they pay."""
         num_sms = arch.num_sms if arch is not None else 132
         best = None
         for block_m in self.block_ms(problem):
@@ -188,10 +189,7 @@ class Sm90Backend(Backend):
                         best = (cost, candidate)
         if best is None:
             return Sm90Params(block_m=64 if problem.m <= 64 else 128, block_n=128)
-        chosen = best[1]
-        if chosen.splits == 1 and math.ceil(problem.m / chosen.block_m) >= 2:
-            chosen = Sm90Params(block_m=chosen.block_m, block_n=chosen.block_n, overlap=chosen.overlap, cluster_m=2)
-        return chosen
+        return best[1]
 
     # ------------------------------------------------------------------ build
 
