@@ -8,7 +8,6 @@ Nothing here needs nvcc, a GPU or the network; the real compile is in test_cutla
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from gemm.kernels.base import BackendUnavailable, CompileError
 from gemm.kernels.cutlass import aot, codegen, jit
 from gemm.kernels.nvcc import toolchain
 from gemm.kernels.cutlass.config import CutlassParams, KernelConfig
+from script_modules import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -268,12 +268,7 @@ def test_build_kernels_names_the_unbuildable_and_builds_the_rest(newer_cutlass):
 
 
 def _load_fetch_script():
-    spec = importlib.util.spec_from_file_location("fetch_cutlass_headers", REPO_ROOT / "scripts" /
-                                                  "fetch_cutlass_headers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fetch_cutlass_headers")
 
 
 fetch_script = _load_fetch_script()

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,11 @@ import pytest
 import gemm.kernels.triton_fp8  # noqa: F401
 from gemm import dispatch
 from gemm.arch import interpreter_arch
-from gemm.configs import ConfigEntry, ConfigFile, ConfigWarning, Provenance, config_path, write_config
+from gemm.configs import ConfigEntry, ConfigFile, Provenance, config_path, write_config
 from gemm.kernels.triton_fp8 import TritonParams
 from gemm.problem import GemmProblem
 from interpreter_support import requires_interpreter
+from dispatch_calls import choose_with_warnings
 
 REPO = Path(__file__).resolve().parents[1]
 N, K = 256, 384
@@ -50,10 +50,7 @@ def config_root(tmp_path, monkeypatch):
 
 def choose(m: int, n: int = N, k: int = K):
     """dispatch.choose for CPU tensors, with the ConfigWarnings it gave."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # so only dispatch's own once-only rule can hide a repeat
-        backend, params = dispatch.choose(GemmProblem(m, n, k), "cpu", None)
-    return backend, params, [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+    return choose_with_warnings(m, n, k)
 
 
 def heuristic(m: int, n: int = N, k: int = K):

@@ -3,26 +3,18 @@ scripts/check_pruning.py (its per-shape summary), on the CPU."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from script_modules import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_outside_shapes_are_outside_every_preset_and_print_as_tune_options(capsys):
-    script = _load("outside_shapes")
+    script = load_script("outside_shapes")
     assert script.check_outside_presets() == []
     assert len({(s.n, s.k) for s in script.OUTSIDE_SHAPES}) == len(script.OUTSIDE_SHAPES)
     assert any(s.ragged for s in script.OUTSIDE_SHAPES) and any(s.k % 512 for s in script.OUTSIDE_SHAPES)
@@ -35,7 +27,7 @@ def test_outside_shapes_are_outside_every_preset_and_print_as_tune_options(capsy
 
 
 def test_check_pruning_summarizes_each_shape_and_marks_preset_ones():
-    script = _load("check_pruning")
+    script = load_script("check_pruning")
     frame = pd.DataFrame([
         dict(level=level, backend=b, N=n, K=k, M=m, kept=1, valid=2, best_us=best, kept_best_us=kept)
         for level in ("normal", "aggressive")
@@ -50,7 +42,7 @@ def test_check_pruning_summarizes_each_shape_and_marks_preset_ones():
 
 
 def test_check_pruning_on_the_shipped_exhaustive_sample(capsys):
-    script = _load("check_pruning")
+    script = load_script("check_pruning")
     logs = Path(__file__).resolve().parents[1] / "tuned_configs" / "logs"
     log = logs / "NVIDIA_H100_80GB_HBM3-exhaustive-sample.jsonl.gz"
     assert script.main([str(log)]) == 0

@@ -3,9 +3,7 @@ and the summary of scripts/check_untuned_gpu.py, on small synthetic logs and tab
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,18 +16,12 @@ from gemm.tuner.model import choice, holdout
 from gemm.tuner.model.fitted import FittedModel, default_model, predict_with, prior_model
 from gemm.tuner.results.log import Fingerprint, ResultsLog
 from gemm.tuner.results.measurement import Measurement, canonical_params
+from script_modules import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 H200 = get_arch("H200")
 FINGERPRINT = Fingerprint("NVIDIA_H200", "H200", "t", "t", None, "0", "hash", (128, 128), "bfloat16")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write(path: Path, rows: list[Measurement]) -> Path:
@@ -113,7 +105,7 @@ def test_summaries_group_by_m_range_and_shape():
 
 
 def test_the_script_refits_without_each_shape_and_writes_its_tables(tmp_path, capsys):
-    script = _load("leave_one_shape_out")
+    script = load_script("leave_one_shape_out")
     truth = default_model()
     rows = [r for shape in ((2112, 7168), (7168, 2048)) for r in _every_candidate(truth, *shape, (64,))
             if r.backend == "cublas"]  # one cheap fit per shape
@@ -139,7 +131,7 @@ def test_the_script_refits_without_each_shape_and_writes_its_tables(tmp_path, ca
 def test_the_gpu_check_hides_the_tp4_only_shapes_and_summarizes_ratios(capsys):
     from gemm.tuner.presets import preset_shapes
 
-    script = _load("check_untuned_gpu")
+    script = load_script("check_untuned_gpu")
     shapes = script.default_shapes()
     tp4 = {(s.n, s.k) for s in preset_shapes("deepseek-v3-tp4")}
     others = {(s.n, s.k) for name in ("deepseek-v3-tp8", "deepseek-v3-tp1") for s in preset_shapes(name)}
@@ -176,7 +168,7 @@ def test_the_gpu_check_runs_end_to_end_on_a_stand_in_rig(tmp_path, monkeypatch):
     from gemm.bench.peers import PeerCall
     from gemm.reference import reference_matmul
 
-    script = _load("check_untuned_gpu")
+    script = load_script("check_untuned_gpu")
 
     def exact(a, b, sa, sb):
         return reference_matmul(a, b, sa, sb).to(torch.bfloat16)

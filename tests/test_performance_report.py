@@ -4,27 +4,19 @@ out by hand here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from gemm.cli import main
+from script_modules import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def report(*args: str) -> int:
@@ -308,7 +300,7 @@ def test_duplicate_device_labels_exit_2(tmp_path, capsys):
 
 
 def test_bench_peers_from_rows_compares_with_the_tuned_op(tmp_path, capsys):
-    bench_peers = _load("bench_peers")
+    bench_peers = load_script("bench_peers")
     csv = tmp_path / "bench_rows.csv"
     synthetic_rows(tuned=True).to_csv(csv, index=False)
     assert bench_peers.main(["--from-rows", str(csv), "--out", str(tmp_path / "out")]) == 0

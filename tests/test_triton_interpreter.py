@@ -46,6 +46,25 @@ def test_split_k_counters_reset_between_launches():
     assert relative_error(second, reference_matmul(a, b, sa, sb)) < 1e-2
 
 
+def test_outgrown_split_k_counters_stay_allocated(monkeypatch):
+    """A graph captured with the old counters replays with their address: growing must not free them."""
+    import weakref
+
+    from gemm.kernels import triton_fp8
+
+    monkeypatch.setattr(triton_fp8, "_LOCKS", {})
+    monkeypatch.setattr(triton_fp8, "_RETIRED_LOCKS", [])
+    device = torch.device("cpu")
+    small = triton_fp8._split_k_counters(device, 10)
+    alive = weakref.ref(small)
+    address = small.data_ptr()
+    del small
+    grown = triton_fp8._split_k_counters(device, 100_000)
+    assert grown.numel() >= 100_000 and grown.data_ptr() != address
+    assert alive() is not None and alive().data_ptr() == address
+    assert triton_fp8._split_k_counters(device, 10) is grown  # later small launches use the grown counters
+
+
 @pytest.mark.parametrize("out_dtype,tol", [(torch.float16, 5e-3), (torch.float32, 1e-3)])
 def test_output_dtypes(out_dtype, tol):
     a, b, sa, sb = random_problem_inputs(7, 192, 256)

@@ -16,6 +16,7 @@ from gemm.kernels.triton_fp8 import TritonBackend
 from gemm.problem import GemmProblem
 from gemm.tuner.model import choice, roofline
 from gemm.tuner.model.fitted import FittedModel, default_model
+from dispatch_calls import choose_with_warnings
 
 N, K = 256, 384
 
@@ -69,10 +70,7 @@ def untuned_setup(tmp_path, monkeypatch):
 
 def choose(m: int, n: int = N, k: int = K):
     """dispatch.choose for CPU tensors, with the ConfigWarnings it gave."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # so only dispatch's own once-only rule can hide a repeat
-        backend, params = dispatch.choose(GemmProblem(m, n, k), "cpu", None)
-    return backend, params, [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+    return choose_with_warnings(m, n, k)
 
 
 def test_the_predicted_choice_follows_the_model_across_backends(untuned_setup):

@@ -194,6 +194,9 @@ class TritonParams(KernelParams):
 # --------------------------------------------------------------------------- launch helpers
 
 _LOCKS: dict[torch.device, torch.Tensor] = {}
+# Counters outgrown by a larger launch stay allocated: a CUDA graph captured earlier still replays with their
+# address, and freed memory would be handed to other tensors that its kernels would then write into.
+_RETIRED_LOCKS: list[torch.Tensor] = []
 _LOCKS_GUARD = threading.Lock()
 
 
@@ -201,12 +204,15 @@ def _split_k_counters(device: torch.device, tiles: int) -> torch.Tensor:
     """Per-tile arrival counters shared by all launches on ``device``; kernels leave them at zero.
 
     Concurrent split-K launches on different streams of one device would share
-    counters; the op runs on one stream at a time, as engines do.
+    counters; the op runs on one stream at a time, as engines do. Outgrown counters are kept, never freed,
+    for the graphs captured with them.
     """
     with _LOCKS_GUARD:
         counters = _LOCKS.get(device)
         if counters is None or counters.numel() < tiles:
             size = max(tiles, 4096 if counters is None else 2 * counters.numel())
+            if counters is not None:
+                _RETIRED_LOCKS.append(counters)
             counters = torch.zeros(size, dtype=torch.int32, device=device)
             _LOCKS[device] = counters
         return counters
