@@ -291,3 +291,18 @@ def test_gemm_fit_without_out_writes_into_the_user_data_directory(tmp_path, monk
     assert main(["fit", str(log), "--version", "mine"]) == 0
     assert load_model(tmp_path / "data" / "gemm" / "coefficients.json").version == "mine"
     assert COEFFICIENTS_PATH.read_bytes() == shipped
+
+
+def test_sm90_model_prefers_split_k_only_where_tiles_are_few():
+    """Split-K pays where a launch has fewer tiles than SMs and costs where every SM already has a tile."""
+    from gemm.tuner.model.fitted import predict_with, prior_model
+
+    model, arch = prior_model(), get_arch("H200")
+
+    def us(m, n, k, **p):
+        return predict_with(model, "sm90", GemmProblem(m, n, k), {"block_m": 64, "block_n": 96, **p}, arch)
+
+    assert us(128, 2112, 7168, splits=3) < 0.7 * us(128, 2112, 7168)       # 44 tiles on 132 SMs
+    assert us(4096, 7168, 7168, splits=3) > us(4096, 7168, 7168)           # 4,736 tiles
+    assert us(4096, 7168, 7168, cluster_m=2) > us(4096, 7168, 7168)        # 2x1 measured slower
+    assert us(4096, 7168, 7168, block_m=128, block_n=128) < us(4096, 7168, 7168, block_m=64, block_n=64)

@@ -10,9 +10,9 @@ Split-K (``splits`` > 1) is for launches of few tiles: at M <= 128 on N = 2112,
 K = 7168 there are 17 tiles of 128 columns for 132 SMs. The space adds split
 counts to the 1x1-cluster candidates of tile shapes that fill less than half
 the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
-least ``splitk_cost``. There is no fitted time model of this backend yet
-(``gemm.tuner.model.roofline`` has none for sm90), so the sweep times every
-candidate; ``splitk_cost`` is a documented heuristic, not a fit.
+least ``splitk_cost``, a documented heuristic. The tuner ranks candidates with
+``gemm.tuner.model.roofline.sm90_us``, whose coefficients are priors set from a
+few timings, not yet fitted: sweep this backend with ``--prune none`` first.
 """
 
 from __future__ import annotations

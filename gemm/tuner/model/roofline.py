@@ -91,9 +91,29 @@ class CublasCoefficients:
     tile_us: float = 0.5            # per tile an SM runs
 
 
-Coefficients = TritonCoefficients | CutlassCoefficients | CublasCoefficients
+@dataclass(frozen=True)
+class Sm90Coefficients:
+    """Coefficients of the project's Hopper kernel (``sm90``). Priors set from the H200 timings in
+    docs/sm90.md (4096x7168x7168 at 128x128: 432 us, 367 us without loads); no fit has seen this backend
+    yet, so sweep it with ``--prune none`` first and ``gemm fit`` its log."""
+
+    launch_us: float = 3.0
+    latency_us: float = 1.5
+    hbm_eff: float = 0.85
+    wgmma_eff: float = 0.75         # share of the FP8 rate of a consumer's wgmmas
+    promote_ns_per_kelem: float = 4.5  # fp32 promotion of 1024 accumulators per K block, one consumer alone
+    turn_overlap: float = 0.1       # share of that left with two consumers taking issue turns
+    l2_gbps_per_sm: float = 60.0
+    cluster_factor: float = 1.1     # 2-CTA clusters: measured slower than 1x1 even without loads
+    splitk_fixed_us: float = 1.0    # counter hand-off of a split tile
+    slot_gbps: float = 60.0         # one SM reading back the fp32 partial tiles of a split tile
+    tile_us: float = 0.5            # per work unit: pipeline fill and output epilogue
+
+
+Coefficients = TritonCoefficients | CutlassCoefficients | CublasCoefficients | Sm90Coefficients
 COEFFICIENT_TYPES: dict[str, type] = {
-    "triton": TritonCoefficients, "cutlass": CutlassCoefficients, "cublas": CublasCoefficients}
+    "triton": TritonCoefficients, "cutlass": CutlassCoefficients, "cublas": CublasCoefficients,
+    "sm90": Sm90Coefficients}
 
 
 def smooth_max(*values: float) -> float:
@@ -234,12 +254,45 @@ def cublas_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: CublasCoefficien
     return c.launch_us + pad + smooth_max(main_s, hbm_s, l2_s) * 1e6
 
 
+def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) -> float:
+    """Microseconds of one launch of the project's Hopper kernel with params ``p`` (Sm90Params fields).
+
+    Per K block a tile costs its wgmmas plus the promotion not hidden under the other consumer's wgmmas;
+    split-K (``splits`` S) runs tiles x S units in rounds of floor(SMs / S) tiles, and the unit of split 0
+    reads back S - 1 fp32 partial tiles before its epilogue.
+    """
+    bm, bn = int(p.get("block_m", 128)), int(p.get("block_n", 128))
+    consumers = 1 if bm == 64 else 2
+    stages = int(p.get("stages", 0)) or 4
+    cluster = max(1, int(p.get("cluster_m", 1)) * int(p.get("cluster_n", 1)))
+    splits = max(1, int(p.get("splits", 1)))
+    k_iters = math.ceil(problem.k / 128)
+    splits = min(splits, k_iters)
+    tiles = math.ceil(problem.m / bm) * math.ceil(problem.n / bn)
+    promote_s = c.promote_ns_per_kelem * 1e-9 * bm * bn / 1024 / consumers
+    if consumers == 2:
+        promote_s *= c.turn_overlap
+    step_s = _tile_loop_s(bm, bn, 1, c.wgmma_eff, c.latency_us, stages, arch) + promote_s
+    l2_bw = _l2_bytes_per_s(arch, c.l2_gbps_per_sm)
+    # A 2-CTA cluster multicasts one operand: about a quarter of the tile loads are shared.
+    l2_bytes = tiles * k_iters * (min(bm, problem.m) + bn) * 128 * (1.0 - 0.25 * (cluster - 1) / cluster)
+    tile_s = c.tile_us * 1e-6
+    if splits > 1:
+        per_round = max(1, min(arch.num_sms // splits, tiles))
+        rounds = math.ceil(tiles / per_round)
+        slots_s = (splits - 1) * bm * bn * 4 / (c.slot_gbps * 1e9) + c.splitk_fixed_us * 1e-6
+        main_s = rounds * (math.ceil(k_iters / splits) * step_s + tile_s + slots_s)
+    else:
+        main_s = math.ceil(tiles / arch.num_sms) * (k_iters * step_s + tile_s)
+    if cluster > 1:
+        main_s *= c.cluster_factor
+    hbm_s = problem.min_bytes / (arch.hbm_tbps * 1e12 * c.hbm_eff)
+    return c.launch_us + smooth_max(main_s, hbm_s, l2_bytes / l2_bw) * 1e6
+
+
 #: The time function of each modelled backend. The engines' Triton kernel is ours without split-K, TMA,
 #: persistence or K unrolling (a plain config of ``triton_us``), so it shares the Triton coefficients.
-#: The project's Hopper kernel ("sm90") has no model yet, so sweeps time all its candidates; its model's
-#: split-K term (``Sm90Params.splits``) should follow ``cutlass_us``'s with that kernel's unit order: rounds
-#: of floor(SMs / splits) tiles, and S - 1 partial tiles read back by one SM per tile (docs/sm90.md).
-MODELS = {"triton": triton_us, "cutlass": cutlass_us, "cublas": cublas_us,
+MODELS = {"triton": triton_us, "cutlass": cutlass_us, "cublas": cublas_us, "sm90": sm90_us,
           "vllm_triton": triton_us, "sglang_triton": triton_us}
 #: The backend whose fitted coefficients a modelled backend without its own uses.
 SHARED_COEFFICIENTS = {"vllm_triton": "triton", "sglang_triton": "triton"}
