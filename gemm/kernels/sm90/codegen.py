@@ -29,7 +29,7 @@ SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"
 #: Headers the translation unit needs beside it (part of the cache key): the host side, the kernel and
 #: its split-K part.
-HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_splitk.cuh")
+HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_traits.cuh", "fp8_gemm_splitk.cuh")
 HEADER_DIR = Path(__file__).resolve().parent
 
 _ELEMENTS = {"bfloat16": "__nv_bfloat16", "float16": "__half"}

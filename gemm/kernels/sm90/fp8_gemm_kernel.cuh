@@ -1,12 +1,7 @@
-// Device side of the project's Hopper block-FP8 GEMM: the traits of one instantiation, the helpers and
-// the persistent warp-specialized kernel. fp8_gemm.cuh (the host side and the C ABI) includes this file;
-// it describes the design.
+// Device side of the project's Hopper block-FP8 GEMM: the persistent warp-specialized kernel, built from
+// the traits and helpers of fp8_gemm_traits.cuh and the split-K pieces of fp8_gemm_splitk.cuh.
+// fp8_gemm.cuh (the host side and the C ABI) includes this file; it describes the design.
 #pragma once
-
-#include <cuda.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -14,14 +9,12 @@
 
 #include "cute/arch/cluster_sm90.hpp"
 #include "cute/arch/copy_sm80.hpp"
-#include "cute/arch/copy_sm90_desc.hpp"
 #include "cute/arch/copy_sm90_tma.hpp"
-#include "cute/arch/mma_sm90_desc.hpp"
 #include "cute/arch/mma_sm90_gmma.hpp"
-#include "cute/arch/mma_sm90_gmma_ext.hpp"
 #include "cutlass/arch/barrier.h"
 #include "cutlass/arch/reg_reconfig.h"
 #include "fp8_gemm_splitk.cuh"
+#include "fp8_gemm_traits.cuh"
 
 #define GEMM_SM90_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -31,160 +24,7 @@
 #define GEMM_SM90_ABLATE 0
 #endif
 
-// Experiment switch (0 in every real build): 1 makes the second consumer warpgroup start after the first has
-// issued its first block, 2 after that block completed, so the two do not reach the tensor cores in step.
 namespace gemm_sm90 {
-
-constexpr int kBlockK = 128;     // K per stage = the scale block along K
-constexpr int kScaleBlock = 128;  // rows of B (columns of D) per weight scale
-constexpr int kTurnBarrier0 = 3;  // named barriers of the consumers' issue turns (1 and 2: the epilogues)
-constexpr int kTurnBarrier1 = 4;
-constexpr int kEpilogueCols = 16;  // columns of one TMA store box (32 bytes of bf16: the 32-byte swizzle span)
-
-// Everything the device code needs, passed by value as one __grid_constant__ parameter.
-struct KernelArgs {
-  CUtensorMap tma_a;    // A [M, K] e4m3, box {128, kBlockM / cluster_n}, 128-byte swizzle
-  CUtensorMap tma_b;    // B [N, K] e4m3, box {128, kBlockN / cluster_m}, 128-byte swizzle
-  CUtensorMap tma_d;    // D [M, N], box {16, rows per consumer}, 32-byte swizzle
-  CUtensorMap tma_sfa;  // MN-major SFA [K/128, sfa_ld] fp32, box {kBlockM, 1} (unused for row-major)
-  float const* sfa;     // row-major SFA (read directly by the consumers)
-  float const* sfb;
-  int m, n, k;
-  int k_blocks, n_scale_blocks;
-  int sfa_ld;
-  int sfa_mn_major;
-  int cluster_m, cluster_n, cluster_size;
-  int raster, group;
-  int cluster_tiles_m, cluster_tiles_n, cluster_tiles;
-  int num_m_blocks, num_n_blocks;
-  int work_units;    // what the persistent grid walks: cluster_tiles, or split-K's rounds * grid size
-  SplitKArgs split;  // splits == 1: data-parallel (one unit per cluster tile, all of K)
-};
-
-template <int kBlockM_, int kBlockN_, int kStages_, bool kOverlap_, class OutT_>
-struct Traits {
-  static constexpr int kBlockM = kBlockM_;
-  static constexpr int kBlockN = kBlockN_;
-  static constexpr int kStages = kStages_;
-  // Two partial accumulators: block kb+1's wgmmas run while block kb is promoted.
-  static constexpr bool kOverlap = kOverlap_;
-  using OutT = OutT_;
-  static constexpr int kConsumers = kBlockM == 64 ? 1 : 2;
-  static constexpr int kRowsPerConsumer = kBlockM / kConsumers;  // 64 or 128
-  static constexpr int kMmasPerConsumer = kRowsPerConsumer / 64;  // m64 wgmma per k step
-  static constexpr int kThreads = 128 * (1 + kConsumers);
-  static constexpr int kAccum = kBlockN / 2;  // fp32 accumulators per thread per m64 wgmma
-  // Scale blocks one tile can touch: with BLOCK_N not dividing 128, a tile may straddle a boundary.
-  static constexpr bool kAlignedScales = (kScaleBlock % kBlockN == 0) || (kBlockN % kScaleBlock == 0);
-  static constexpr int kScaleSlots = kAlignedScales ? (kBlockN + kScaleBlock - 1) / kScaleBlock
-                                                    : (kBlockN + 2 * kScaleBlock - 2) / kScaleBlock;
-  // setmaxnreg moves registers between warpgroups inside what the launch allocated (168 per thread for 384
-  // threads): a consumer's increase waits forever for registers the producer did not give back.
-  static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = kConsumers == 2 ? 232 : 240;
-  static constexpr int kLaunchRegs = (65536 / kThreads) / 8 * 8 > 255 ? 248 : (65536 / kThreads) / 8 * 8;
-
-  static constexpr int kABytes = kBlockM * kBlockK;  // one stage of A (fp8)
-  static constexpr int kBBytes = kBlockN * kBlockK;
-  static constexpr int kSfaBytes = kBlockM * 4;
-  static constexpr int kSfbFloats = 4;  // per stage: the tile's (at most 3) weight scales, padded to 16 bytes
-  static constexpr int kDBytes = kBlockM * kBlockN * int(sizeof(OutT));
-  // Shared memory layout (offsets from a 1024-byte aligned base).
-  static constexpr int kOffA = 0;
-  static constexpr int kOffB = kOffA + kStages * kABytes;
-  static constexpr int kOffSfa = kOffB + kStages * kBBytes;
-  static constexpr int kOffSfb = kOffSfa + kStages * kSfaBytes;
-  static constexpr int kOffD = (kOffSfb + kStages * kSfbFloats * 4 + 1023) / 1024 * 1024;
-  // The full barrier of a stage: the TMA thread's arrive (with the byte count) plus one cp.async arrival
-  // per lane of the producer warp (the scales).
-  static constexpr int kFullArrivals = 1 + 32;
-  static constexpr int kOffBarriers = kOffD + kDBytes;
-  static constexpr int kSmemBytes = kOffBarriers + 2 * kStages * 8;
-  static constexpr int kSmemLaunchBytes = kSmemBytes + 1024;  // room to align the base
-
-  static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M must be 64, 128 or 256");
-  static_assert(kBlockN % 16 == 0 && kBlockN >= 16 && kBlockN <= 256, "BLOCK_N must be a multiple of 16 in [16, 256]");
-  static_assert(kStages >= 2, "at least two pipeline stages");
-  static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= kLaunchRegs * kThreads,
-                "register reconfiguration asks for more registers than the launch holds");
-  static_assert(kScaleSlots <= kSfbFloats, "a tile touches at most 3 weight-scale blocks");
-  static_assert(kSmemLaunchBytes <= 232448, "tile, stages and epilogue exceed the 227 KB of shared memory per block");
-  static_assert(kABytes % 1024 == 0 && kBBytes % 1024 == 0, "128-byte swizzled tiles need 1024-byte alignment");
-};
-
-// ----------------------------------------------------------------------------------- device helpers
-
-// Matrix descriptor of a K-major, 128-byte swizzled operand tile (rows of 128 fp8), as wgmma reads it.
-__device__ __forceinline__ uint64_t make_smem_desc(void const* smem) {
-  cute::GmmaDescriptor desc;
-  uint32_t const address = cute::cast_smem_ptr_to_uint(smem);
-  desc.bitfield.start_address_ = static_cast<uint16_t>((address & 0x3FFFF) >> 4);
-  desc.bitfield.leading_byte_offset_ = 1;          // unused with swizzled K-major layouts
-  desc.bitfield.stride_byte_offset_ = 1024 >> 4;   // 8 rows x 128 bytes between core-matrix groups
-  desc.bitfield.base_offset_ = 0;
-  desc.bitfield.layout_type_ = static_cast<uint8_t>(cute::SM90::GMMA::LayoutType::B128);
-  return desc.desc_;
-}
-
-template <class Mma, int kN, size_t... I>
-__device__ __forceinline__ void wgmma_impl(uint64_t desc_a, uint64_t desc_b, float (&d)[kN], bool accumulate,
-                                           std::index_sequence<I...>) {
-  Mma::fma(desc_a, desc_b, d[I]..., accumulate ? cute::SM90::GMMA::ScaleOut::One : cute::SM90::GMMA::ScaleOut::Zero);
-}
-
-template <class Mma, int kN>
-__device__ __forceinline__ void wgmma(uint64_t desc_a, uint64_t desc_b, float (&d)[kN], bool accumulate) {
-  wgmma_impl<Mma>(desc_a, desc_b, d, accumulate, std::make_index_sequence<kN>{});
-}
-
-template <int kN>
-__device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
-#pragma unroll
-  for (int i = 0; i < kN; ++i) cute::warpgroup_fence_operand(d[i]);
-}
-
-__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;" : : "r"(id), "r"(threads) : "memory");
-}
-
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;" : : "r"(id), "r"(threads) : "memory");
-}
-
-
-template <class OutT>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
-  __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-// Cluster tile t -> (cluster tile row, cluster tile column) in grouped order.
-__device__ __forceinline__ void cluster_tile_coords(KernelArgs const& args, int t, int& ctm, int& ctn) {
-  if (args.raster == 0) {  // groups of `group` rows of cluster tiles; M fastest inside a group
-    int const per_group = args.group * args.cluster_tiles_n;
-    int const g = t / per_group;
-    int const first = g * args.group;
-    int const rows = min(args.cluster_tiles_m - first, args.group);
-    int const local = t - g * per_group;
-    ctm = first + local % rows;
-    ctn = local / rows;
-  } else {  // groups of `group` columns; N fastest inside a group
-    int const per_group = args.group * args.cluster_tiles_m;
-    int const g = t / per_group;
-    int const first = g * args.group;
-    int const cols = min(args.cluster_tiles_n - first, args.group);
-    int const local = t - g * per_group;
-    ctn = first + local % cols;
-    ctm = local / cols;
-  }
-}
 
 // ----------------------------------------------------------------------------------- the kernel
 
