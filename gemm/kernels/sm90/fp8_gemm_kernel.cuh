@@ -30,8 +30,6 @@
 #define GEMM_SM90_ABLATE 0
 #endif
 
-// Experiment switch (0 in every real build): 1 makes the second consumer warpgroup start after the first has
-// issued its first block, 2 after that block completed, so the two do not reach the tensor cores in step.
 namespace gemm_sm90 {
 
 constexpr int kBlockK = 128;     // K per stage = the scale block along K
