@@ -17,7 +17,6 @@ TIMEOUT and the next library still runs. Rows go to ``DIR/ablate.csv`` after eve
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -74,11 +73,10 @@ def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layou
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows, columns=list(FIELDS)).to_csv(path, index=False)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ Every result is checked against the fp32 reference on fresh random data (relativ
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import subprocess
@@ -271,14 +270,12 @@ def phase_sanitize(args) -> None:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
+    """``rows`` as a CSV at ``path`` (columns in first-seen order); nothing for no rows."""
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    if rows:
+        pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def main() -> None:
