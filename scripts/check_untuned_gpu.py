@@ -56,29 +56,19 @@ def untuned_choice(problem, device_index: int):
         return dispatch.choose(problem, "cuda", device_index, roots=())
 
 
-def prebuild_cutlass(points, device_index: int, say) -> None:
-    """Compile, in parallel, every CUTLASS kernel the untuned and the tuned op pick at ``points``."""
+def prebuild_choices(points, device_index: int, say) -> None:
+    """Compile, in parallel, every C++ kernel (CUTLASS, sm90) the untuned and the tuned op pick at ``points``."""
     from gemm import dispatch
-    from gemm.kernels.base import BackendError
+    from gemm.kernels.prebuild import compiled_backends, prebuild
 
-    wanted = []
+    wanted: dict[str, list] = {name: [] for name in compiled_backends()}
     for problem in points:
         for choose in (lambda p: untuned_choice(p, device_index), lambda p: dispatch.choose(p, "cuda", device_index)):
             backend, params = choose(problem)
-            if backend.name == "cutlass":
-                wanted.append(params)
-    if not wanted:
-        return
-    from gemm.kernels.cutlass import aot
-
-    started = time.time()
-    kernels = {p.kernel_config() for p in wanted}
-    say(f"building {len(kernels)} CUTLASS kernels")
-    try:
-        aot.build_kernels(sorted(kernels, key=lambda c: c.name))
-    except BackendError as exc:  # the timing below records the failures it causes
-        say(f"CUTLASS prebuild failed: {str(exc)[:300]}")
-    say(f"CUTLASS kernels ready in {time.time() - started:.0f} s")
+            if backend.name in wanted:
+                wanted[backend.name].append(params)
+    for name, params in wanted.items():
+        prebuild(name, params, "bfloat16", say)
 
 
 def rig_class():
@@ -176,7 +166,7 @@ def main(argv=None) -> int:
 
     started = time.time()
     index = torch.cuda.current_device()
-    prebuild_cutlass([GemmProblem(m, n, k) for n, k in shapes for m in m_values], index, say)
+    prebuild_choices([GemmProblem(m, n, k) for n, k in shapes for m in m_values], index, say)
     settings = BenchSettings(tuple(shapes), tuple(m_values), args.out, time_limit_s=args.time_limit,
                              command=tuple(sys.argv))
     outcome = run_bench(settings, rig_class()(), say)

@@ -177,7 +177,7 @@ def test_the_gpu_check_runs_end_to_end_on_a_stand_in_rig(tmp_path, monkeypatch):
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(script, "prebuild_cutlass", lambda points, index, say: chosen.append(len(points)))
+    monkeypatch.setattr(script, "prebuild_choices", lambda points, index, say: chosen.append(len(points)))
     monkeypatch.setattr(script, "untuned_choice", lambda problem, index: (FakeBackend(), FakeParams("ok", 5.0)))
     monkeypatch.setattr(peers, "external_peers", lambda problem, sets: [
         PeerCall("cublas_per_tensor", "", exact, sets), PeerCall("bf16_matmul", "", exact, sets)])

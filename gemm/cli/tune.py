@@ -100,7 +100,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--seed", type=count(0, high=2**63 - 1),
                      help="seed of the random verification data (default: fresh)")
     run.add_argument("--no-prebuild", action="store_true",
-                     help="do not compile CUTLASS kernels ahead of the sweep")
+                     help="do not compile the CUTLASS and sm90 kernels ahead of the sweep")
     run.add_argument("--timer", metavar="MODULE:CLASS",
                      help="timer class (default gemm.tuner.timing:CudaGraphTimer; WallClockTimer with --interpret)")
 

@@ -80,7 +80,7 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
     from gemm.configs import ConfigError
     from gemm.tuner.engine.compare import replacement_notes
     from gemm.tuner.results.tables import shape_line
-    from gemm.tuner.search.prebuild import prebuild_cutlass
+    from gemm.tuner.search.prebuild import needs_prebuild, prebuild_kernels
     from gemm.tuner.search.runner import InProcessRunner, WorkerPool
     from gemm.tuner.search.sweep import Sweep, TimeLimitReached
     from gemm.tuner.search.worker import WorkerSettings
@@ -114,8 +114,8 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
             else InProcessRunner(worker_settings)
         sweep = Sweep(plan, prepared.log, runner, prepared.existing, progress, deadline, on_shape_done)
         try:
-            if "cutlass" in plan.settings.backends and not settings.interpret and settings.prebuild:
-                prebuild_cutlass(plan, progress.write)
+            if needs_prebuild(plan) and not settings.interpret and settings.prebuild:
+                prebuild_kernels(plan, progress.write)
             rows = sweep.run()
         except TimeLimitReached:
             rows, stopped = list(sweep.rows.values()), TIME_LIMIT

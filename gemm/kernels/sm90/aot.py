@@ -34,14 +34,17 @@ def kernel_configs_in_config_files(paths: Iterable[str | Path]) -> list[KernelCo
     return list(found)
 
 
-def build_kernels(configs: Sequence[KernelConfig], jobs: int | None = None,
-                  progress: Callable[[jit.BuildOutcome], None] | None = None) -> list[jit.BuildResult]:
+def build_kernels(configs: Sequence[Sm90Params | KernelConfig], jobs: int | None = None,
+                  progress: Callable[[jit.BuildOutcome], None] | None = None,
+                  out_dtype: str = "bfloat16") -> list[jit.BuildResult]:
     """Compile ``configs`` in parallel (``jobs`` nvcc processes, default ``GEMM_BUILD_JOBS``).
 
-    Every build is attempted; CompileError listing each failure with its compiler log if any failed
-    (BackendUnavailable when nvcc or the headers are missing). Needs no GPU.
+    Items may be Sm90Params (built for ``out_dtype``; params differing only in run-time fields share one
+    library) or KernelConfigs. Every build is attempted; CompileError listing each failure with its
+    compiler log if any failed (BackendUnavailable when nvcc or the headers are missing). Needs no GPU.
     """
-    outcomes = jit.build_many([codegen.build_spec(c) for c in configs], jobs=jobs, progress=progress)
+    kernels = dict.fromkeys(c if isinstance(c, KernelConfig) else c.kernel_config(out_dtype) for c in configs)
+    outcomes = jit.build_many([codegen.build_spec(c) for c in kernels], jobs=jobs, progress=progress)
     failures = [o for o in outcomes if o.error is not None]
     if failures:
         details = "\n\n".join(f"--- {o.spec.name}: {type(o.error).__name__}:\n{o.error}" for o in failures)

@@ -83,7 +83,7 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
     from gemm.tuner.distributed.unit import UnitTask
     from gemm.tuner.engine.compare import replacement_notes
     from gemm.tuner.results.tables import shape_line
-    from gemm.tuner.search.prebuild import prebuild_cutlass
+    from gemm.tuner.search.prebuild import needs_prebuild, prebuild_kernels
     from gemm.tuner.search.sweep import TimeLimitReached
     from gemm.tuner.search.worker import WorkerSettings
 
@@ -123,8 +123,8 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
     try:
         if settings.ray is None and not settings.interpret and settings.prebuild:
             for run_ in runs:
-                if "cutlass" in run_.plan.settings.backends:
-                    prebuild_cutlass(run_.plan, progress.write)
+                if needs_prebuild(run_.plan):
+                    prebuild_kernels(run_.plan, progress.write)
         executor = prepared.make_executor()
         if hasattr(executor, "pids"):
             progress.write("gemm tune: workers " + ", ".join(f"{slot} (pid {pid})"

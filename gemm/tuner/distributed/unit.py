@@ -115,10 +115,11 @@ def run_unit(task: UnitTask, emit: Callable[[str, Any], None]) -> str:
         torch.set_num_threads(threads)  # this process evaluates; it shares the host with the other GPUs' ones
     worker = dataclasses.replace(task.worker, threads=threads if workers > 0 else None)
     plan = unit_plan(task)
-    if task.prebuild and task.unit.backend == "cutlass":
-        from gemm.tuner.search.prebuild import prebuild_cutlass
+    if task.prebuild:
+        from gemm.tuner.search.prebuild import needs_prebuild, prebuild_kernels
 
-        prebuild_cutlass(plan, lambda text: print(text, file=sys.stderr, flush=True))
+        if needs_prebuild(plan):
+            prebuild_kernels(plan, lambda text: print(text, file=sys.stderr, flush=True))
     deadline = None if task.time_left_s is None else time.monotonic() + task.time_left_s
     runner = WorkerPool(workers, worker, task.timeouts) if workers > 0 else InProcessRunner(worker)
     with runner:
