@@ -12,6 +12,7 @@
 # and writes the comparison:
 #   OUT/<engine>/logs/*.jsonl(.gz)     results logs (every candidate, verified and timed)
 #   OUT/<engine>/NVIDIA_H200/          native files the sweeps wrote (backend vllm_triton / sglang_triton)
+#   OUT/<engine>/reports/              each sweep's own comparison, named after its log
 #   OUT/<engine>/selected/             the same files, made again from the logs
 #   OUT/files/<engine>/                the engine files (only entries measured in the engine's kernel)
 #   OUT/reports/NVIDIA_H200-<engine>-vs-<baseline>.{csv,md}   ours/baseline per point and per M range

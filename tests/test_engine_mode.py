@@ -198,7 +198,7 @@ def test_gemm_tune_engine_then_select_and_export_give_the_same_files(tmp_path, c
     (tuned,) = (out / DEVICE).glob("*.json")
     assert {e.backend for e in load_config_file(tuned).entries.values()} == {"vllm_triton"}
     (log,) = (out / "logs").glob("*.jsonl")
-    report = out / "reports" / f"{DEVICE}-vllm-vs-baseline.csv"
+    report = out / "reports" / f"{log.name.removesuffix('.jsonl')}-vs-baseline.csv"  # named after its log
     assert [row["M"] for row in csv.DictReader(report.open())] == ["1", "16"]
     assert all(float(row["speedup"]) >= 1.0 for row in csv.DictReader(report.open()))
 
@@ -225,3 +225,11 @@ def test_the_tp8_engine_sweep_stays_within_its_budget_of_candidates():
     assert counts["kept"] <= 12_000
     points = [space for spaces in plan.spaces.values() for space in spaces]
     assert len(points) == 9 * 19 and min(len(space.candidates) for space in points) > 2 * ENGINE_BUDGET
+
+
+def test_reports_are_named_after_their_logs_so_two_sweeps_keep_two():
+    from gemm.tuner.outputs import report_stem
+
+    tp8 = report_stem(Path("out/logs/NVIDIA_H200-vllm-tp8.jsonl"), "vllm-0.33.0")
+    tp4 = report_stem(Path("out/logs/NVIDIA_H200-vllm-tp4.jsonl.gz"), "vllm-0.33.0")
+    assert (tp8, tp4) == ("NVIDIA_H200-vllm-tp8-vs-vllm-0.33.0", "NVIDIA_H200-vllm-tp4-vs-vllm-0.33.0")

@@ -111,10 +111,19 @@ def shape_choices(rows: list[Measurement], tie: float, plan: SweepPlan, shape: L
     return compare_shape(shape.n, shape.k, choices, rows, engine.baseline, engine.backend, plan.settings.m_grid)
 
 
-def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan,
-                          points: list) -> tuple[Path, Path] | None:
-    """The comparison of an engine sweep with its baseline, as
-    ``out_root/reports/<device>-<engine>-vs-<baseline>.csv`` and ``.md``; None without a baseline or points."""
+def report_stem(log_path: Path, baseline_label: str) -> str:
+    """Name (without suffix) of an engine sweep's comparison report: its results log's name, so two sweeps
+    into one output folder (say TP8, then TP4) keep a report each, and a resumed sweep rewrites its own."""
+    name = Path(log_path).name
+    for suffix in (".gz", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return f"{name}-vs-{baseline_label}"
+
+
+def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan, points: list,
+                          log_path: Path) -> tuple[Path, Path] | None:
+    """The comparison of an engine sweep with its baseline, as ``out_root/reports/<log name>-vs-<baseline>``
+    ``.csv`` and ``.md`` (``report_stem``); None without a baseline or points."""
     engine = plan.settings.engine
     if engine is None or engine.baseline is None or not points:
         return None
@@ -123,8 +132,7 @@ def write_baseline_report(out_root: Path, device_name: str, plan: SweepPlan,
 
     title = (f"{engine_named(engine.engine).title} kernel on {device_name}: the tuned files against "
              f"{engine.baseline.label}")
-    return write_report(points, out_root / "reports", f"{device_name}-{engine.engine}-vs-{engine.baseline.label}",
-                        title)
+    return write_report(points, out_root / "reports", report_stem(log_path, engine.baseline.label), title)
 
 
 def write_shape_config(out_root: Path, target: Target, shape: LayerShape, choices: dict[int, Choice],

@@ -126,7 +126,7 @@ def run(prepared: PreparedTune, progress: Progress) -> TuneOutcome:
             runner.close()
         prepared.log.close()
     wall_s = time.monotonic() - prepared.started
-    report = write_baseline_report(settings.out_root, target.device_name, plan, compared)
+    report = write_baseline_report(settings.out_root, target.device_name, plan, compared, prepared.log.path)
     device = DeviceOutcome(target.device_name, target.arch, tuple(rows), prepared.log.path, tuple(compared),
                            report or ())
     return TuneOutcome(settings, (device,), tuple(written), wall_s, stopped,

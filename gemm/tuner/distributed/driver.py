@@ -140,7 +140,8 @@ def run(prepared: PreparedRun, progress: Progress) -> TuneOutcome:
             executor.close()
         for run_ in runs:
             run_.log.close()
-    reports = {r.device_name: write_baseline_report(settings.out_root, r.device_name, r.plan, compared[r.device_name])
+    reports = {r.device_name: write_baseline_report(settings.out_root, r.device_name, r.plan, compared[r.device_name],
+                                                    r.log.path)
                for r in runs}
     outcomes = tuple(DeviceOutcome(r.device_name, devices[r.device_name].target.arch, tuple(r.rows.values()),
                                    r.log.path, tuple(compared[r.device_name]), reports[r.device_name] or ())
