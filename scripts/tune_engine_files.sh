@@ -20,7 +20,8 @@
 #   OUT/engine_files.tgz               all of the above but the native files
 #
 # Each invocation sweeps for at most TIME_LIMIT seconds (default 540) and exits 3 when that was not enough:
-# run the same command again and it continues where it stopped (finished sweeps are not redone). OUT
+# run the same command again and it continues where it stopped (finished sweeps are not redone); what it
+# has so far is also packed into OUT/engine_files-partial.tgz (unpack it into OUT to resume elsewhere). OUT
 # defaults to bench_out/engine_files (ignored by git), so it travels with the working tree.
 #
 # Estimated on the H200 from earlier sweeps' 25-75 ms per candidate and point (verify, screen, final):
@@ -73,6 +74,17 @@ print(" ".join(f"--shape {n},{k}" for n, k in extra))
 ') || exit 1
 fi
 
+# stop_for_now: what the finished and unfinished sweeps have so far (logs, native files, each sweep's report)
+# in OUT/engine_files-partial.tgz, one file to carry elsewhere and unpack into OUT there; then exit 3.
+stop_for_now() {
+    local parts=()
+    for engine in $ENGINES; do
+        [ -d "$OUT/$engine" ] && parts+=("$engine")
+    done
+    [ ${#parts[@]} -gt 0 ] && tar -czf "$OUT/engine_files-partial.tgz" -C "$OUT" "${parts[@]}"
+    exit 3
+}
+
 # sweep ENGINE NAME OPTIONS...: one resumable engine sweep; exits 3 when out of time.
 sweep() {
     local engine=$1 name=$2
@@ -82,7 +94,7 @@ sweep() {
     local left=$((LIMIT - ($(date +%s) - START)))
     if [ "$left" -lt 60 ]; then
         echo "tune_engine_files: time limit reached before $engine $name; run the same command again" >&2
-        exit 3
+        stop_for_now
     fi
     mkdir -p "$dir/logs"
     echo "tune_engine_files: $engine $name (up to $left s)" >&2
@@ -95,7 +107,7 @@ sweep() {
     echo "$engine $name: $(( $(date +%s) - began )) s (exit $code)" >> "$dir/wall_times.txt"
     if [ "$code" -eq 3 ]; then
         echo "tune_engine_files: $engine $name stopped at the time limit; run the same command again" >&2
-        exit 3
+        stop_for_now
     fi
     [ "$code" -eq 0 ] || exit "$code"
     touch "$dir/.done-$name"
