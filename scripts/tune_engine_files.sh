@@ -21,7 +21,9 @@
 #
 # Each invocation sweeps for at most TIME_LIMIT seconds (default 540) and exits 3 when that was not enough:
 # run the same command again and it continues where it stopped (finished sweeps are not redone); what it
-# has so far is also packed into OUT/engine_files-partial.tgz (unpack it into OUT to resume elsewhere). OUT
+# has so far is also packed into OUT/engine_files-partial.tgz (unpack it into OUT to resume elsewhere).
+# SWEEPS (default "tp8 tp1-tp4") limits which sweeps this invocation may run, e.g. SWEEPS=tp8 for the TP8
+# files first: it then stops (exit 3, packed) where the next sweep would start. OUT
 # defaults to bench_out/engine_files (ignored by git), so it travels with the working tree.
 #
 # Estimated on the H200 from earlier sweeps' 25-75 ms per candidate and point (verify, screen, final):
@@ -41,6 +43,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 LIMIT=${TIME_LIMIT:-540}
+SWEEPS=${SWEEPS:-tp8 tp1-tp4}
 DEVICE=${DEVICE:-NVIDIA_H200}
 BASELINE_ROOT=${BASELINE_ROOT:-$REPO/engine_configs/baselines}
 TP8_ARGS=${TP8_ARGS:---preset deepseek-v3-tp8}
@@ -91,6 +94,11 @@ sweep() {
     shift 2
     local dir="$OUT/$engine" log="$OUT/$engine/logs/$DEVICE-$engine-$name.jsonl"
     [ -f "$dir/.done-$name" ] && return 0
+    case " $SWEEPS " in
+        *" $name "*) ;;
+        *) echo "tune_engine_files: $engine $name is not among SWEEPS ($SWEEPS); run again to do it" >&2
+           stop_for_now ;;
+    esac
     local left=$((LIMIT - ($(date +%s) - START)))
     if [ "$left" -lt 60 ]; then
         echo "tune_engine_files: time limit reached before $engine $name; run the same command again" >&2

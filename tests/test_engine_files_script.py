@@ -1,5 +1,6 @@
 """scripts/tune_engine_files.sh on the CPU (its documented dry run through the Triton interpreter): both
-engines end to end, and a run stopped at its time limit that packs what it has and resumes."""
+engines end to end, and a run that stops before a sweep (SWEEPS, as at its time limit), packs what it has
+and resumes."""
 
 from __future__ import annotations
 
@@ -32,10 +33,10 @@ def baselines(tmp_path) -> Path:
     return root
 
 
-def run_script(out: Path, baselines: Path, limit: int, *engines: str) -> subprocess.CompletedProcess:
+def run_script(out: Path, baselines: Path, limit: int, *engines: str, **env_vars: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DEVICE": DEVICE, "BASELINE_ROOT": str(baselines), "TP8_ARGS": "--shape 128,256",
            "EXTRA_ARGS": "--shape 256,128", "M_ARGS": "--m 1,16", "TIME_LIMIT": str(limit),
-           "TUNE_EXTRA_ARGS": "--interpret --workers 0 --budget 1", "PYTHON": sys.executable}
+           "TUNE_EXTRA_ARGS": "--interpret --workers 0 --budget 1", "PYTHON": sys.executable, **env_vars}
     return subprocess.run(["bash", str(SCRIPT), str(out), *engines], env=env, capture_output=True, text=True,
                           timeout=600)
 
@@ -62,16 +63,14 @@ def test_both_engines_end_to_end(tmp_path, baselines):
 @requires_interpreter
 def test_a_stopped_run_packs_what_it_has_and_resumes(tmp_path, baselines):
     out = tmp_path / "out"
-    first = run_script(out, baselines, 62, "vllm")  # the second sweep finds under 60 s left
+    first = run_script(out, baselines, 500, "vllm", SWEEPS="tp8")  # stops where tp1-tp4 would start
     assert first.returncode == 3, first.stderr[-2000:]
-    assert "run the same command again" in first.stderr
+    assert "run again" in first.stderr and (out / "vllm" / ".done-tp8").exists()
     with tarfile.open(out / "engine_files-partial.tgz") as archive:
         names = archive.getnames()
-    assert f"vllm/logs/{DEVICE}-vllm-tp8.jsonl" in names
-    tp8_done = (out / "vllm" / ".done-tp8").exists()  # else the first sweep itself ran out of time
+    assert f"vllm/logs/{DEVICE}-vllm-tp8.jsonl" in names and "vllm/.done-tp8" in names
     second = run_script(out, baselines, 500, "vllm")
     assert second.returncode == 0, second.stderr[-2000:]
     walls = (out / "vllm" / "wall_times.txt").read_text().splitlines()
-    if tp8_done:
-        assert sum(line.startswith("vllm tp8:") for line in walls) == 1  # a finished sweep is not redone
+    assert [line.split(":")[0] for line in walls] == ["vllm tp8", "vllm tp1-tp4"]  # tp8 was not redone
     assert (out / "files" / "vllm").is_dir() and (out / "SUMMARY.md").is_file()
