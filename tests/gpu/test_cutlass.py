@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from gemm.arch import detect_arch
+from graphs import capture, refill
 from gemm.kernels.base import UnsupportedProblem
 from gemm.kernels.cutlass import aot, jit, launcher, support
 from gemm.kernels.nvcc import toolchain
@@ -181,21 +182,13 @@ def test_cuda_graph_capture_and_replay(backend, variant):
     fn = backend.build(GemmProblem(m, n, k), VARIANTS[variant])
     a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda", seed=5)
     eager = fn(a, b, sa, sb)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn(a, b, sa, sb)  # warm-up on a side stream, as torch recommends before capture
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = fn(a, b, sa, sb)
+    graph, captured = capture(fn, a, b, sa, sb)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, eager)
     # Replays read the inputs' current contents: new data, new result.
     a2, b2, sa2, sb2 = random_problem_inputs(m, n, k, device="cuda", seed=6)
-    for dst, src in ((a, a2), (b, b2), (sa, sa2), (sb, sb2)):
-        dst.copy_(src)
+    refill((a, b, sa, sb), (a2, b2, sa2, sb2))
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured, fn(a, b, sa, sb))

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import gemm
+from graphs import capture, refill
 from gemm import dispatch
 from gemm.arch import detect_arch
 from gemm.configs.naming import config_path
@@ -89,18 +90,9 @@ def test_cuda_graph_capture_and_replay(backend):
     fn = backend.build(problem, Sm90Params.for_tile(128, 112))
     a, b, sa, sb = random_problem_inputs(100, 2112, 7168, device="cuda")
     eager = fn(a, b, sa, sb)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn(a, b, sa, sb)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(a, b, sa, sb)
+    graph, out = capture(fn, a, b, sa, sb)
     for _ in range(2):  # replayed twice in a row with new data in the captured buffers
-        fresh = random_problem_inputs(100, 2112, 7168, device="cuda")
-        for dst, src in zip((a, b, sa, sb), fresh):
-            dst.copy_(src)
+        refill((a, b, sa, sb), random_problem_inputs(100, 2112, 7168, device="cuda"))
         graph.replay()
         torch.cuda.synchronize()
         assert relative_error(out, reference_matmul(a, b, sa, sb)) < 1e-2

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gemm.arch import detect_arch
+from graphs import capture, refill
 from gemm.kernels.sm90 import launcher, splitk
 from gemm.kernels.sm90.backend import Sm90Backend
 from gemm.kernels.sm90.params import Sm90Params
@@ -156,21 +157,12 @@ def test_cuda_graph_capture_and_replay(backend, splits):
     fn = backend.build(GemmProblem(m, n, k), Sm90Params.for_tile(128, 112, splits=splits))
     a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
     eager = fn(a, b, sa, sb)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn(a, b, sa, sb)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(a, b, sa, sb)
+    graph, out = capture(fn, a, b, sa, sb)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, eager), "the graph's launch differs from the eager one"
     for _ in range(2):  # replayed twice in a row with new data in the captured buffers
-        fresh = random_problem_inputs(m, n, k, device="cuda")
-        for dst, src in zip((a, b, sa, sb), fresh):
-            dst.copy_(src)
+        refill((a, b, sa, sb), random_problem_inputs(m, n, k, device="cuda"))
         graph.replay()
         torch.cuda.synchronize()
         assert relative_error(out, reference_matmul(a, b, sa, sb)) < 1e-2

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import gemm
+from graphs import refill
 from gemm.arch import detect_arch
 from gemm.kernels.classic_triton import classic_block_fp8_matmul
 from gemm.kernels.triton_fp8 import TritonBackend, TritonParams, launch
@@ -92,8 +93,7 @@ def test_cuda_graph_capture(m):
     with torch.cuda.graph(graph):
         out = gemm.w8a8_block_fp8_matmul(a, b, sa, sb)
     a2, b2, sa2, sb2 = random_problem_inputs(m, 7168, 2048, device="cuda")
-    for dst, src in ((a, a2), (b, b2), (sa, sa2), (sb, sb2)):
-        dst.copy_(src)
+    refill((a, b, sa, sb), (a2, b2, sa2, sb2))
     graph.replay()
     torch.cuda.synchronize()
     assert relative_error(out, reference_matmul(a2, b2, sa2, sb2)) < 1e-2
