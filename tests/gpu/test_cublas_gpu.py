@@ -1,7 +1,6 @@
 """cuBLAS blockwise backend: correct wherever ``check`` accepts the problem."""
 
 import pytest
-import torch
 
 from gemm.arch import detect_arch
 from gemm.kernels.cublas import CublasBackend, CublasParams
