@@ -22,6 +22,9 @@
 # Each invocation sweeps for at most TIME_LIMIT seconds (default 540) and exits 3 when that was not enough:
 # run the same command again and it continues where it stopped (finished sweeps are not redone); what it
 # has so far is also packed into OUT/engine_files-partial.tgz (unpack it into OUT to resume elsewhere).
+# SEED_LOGS=DIR starts a sweep whose log OUT does not hold yet from DIR/<device>-<engine>-<sweep>.jsonl.gz
+# (e.g. engine_configs/logs, where finished and unfinished sweeps are shipped): the sweep resumes from its
+# rows, so a fresh machine redoes nothing that was measured.
 # SWEEPS (default "tp8 tp1-tp4") limits which sweeps this invocation may run, e.g. SWEEPS=tp8 for the TP8
 # files first: it then stops (exit 3, packed) where the next sweep would start. OUT
 # defaults to bench_out/engine_files (ignored by git), so it travels with the working tree.
@@ -105,6 +108,11 @@ sweep() {
         stop_for_now
     fi
     mkdir -p "$dir/logs"
+    local seed="${SEED_LOGS:-}/$(basename "$log").gz"
+    if [ -n "${SEED_LOGS:-}" ] && [ ! -f "$log" ] && [ -f "$seed" ]; then
+        gzip -dc "$seed" > "$log.tmp" && mv "$log.tmp" "$log" || { echo "tune_engine_files: cannot unpack $seed" >&2; exit 1; }
+        echo "tune_engine_files: $engine $name continues from $seed" >&2
+    fi
     echo "tune_engine_files: $engine $name (up to $left s)" >&2
     local began
     began=$(date +%s)

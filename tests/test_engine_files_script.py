@@ -1,9 +1,10 @@
 """scripts/tune_engine_files.sh on the CPU (its documented dry run through the Triton interpreter): both
-engines end to end, and a run that stops before a sweep (SWEEPS, as at its time limit), packs what it has
-and resumes."""
+engines end to end, a run that stops before a sweep (SWEEPS, as at its time limit), packs what it has
+and resumes, and a sweep on a fresh output folder that continues from a shipped log (SEED_LOGS)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -74,3 +75,23 @@ def test_a_stopped_run_packs_what_it_has_and_resumes(tmp_path, baselines):
     walls = (out / "vllm" / "wall_times.txt").read_text().splitlines()
     assert [line.split(":")[0] for line in walls] == ["vllm tp8", "vllm tp1-tp4"]  # tp8 was not redone
     assert (out / "files" / "vllm").is_dir() and (out / "SUMMARY.md").is_file()
+
+
+@requires_interpreter
+def test_a_sweep_continues_from_a_seeded_log(tmp_path, baselines):
+    first_out, seeds, out = tmp_path / "first", tmp_path / "seeds", tmp_path / "out"
+    first = run_script(first_out, baselines, 500, "vllm", SWEEPS="tp8")
+    assert first.returncode == 3, first.stderr[-2000:]
+    log_name = f"{DEVICE}-vllm-tp8.jsonl"
+    rows = (first_out / "vllm" / "logs" / log_name).read_bytes()
+    seeds.mkdir()
+    with gzip.open(seeds / f"{log_name}.gz", "wb") as seed:
+        seed.write(rows)
+    second = run_script(out, baselines, 500, "vllm", SWEEPS="tp8", SEED_LOGS=str(seeds))
+    assert second.returncode == 3, second.stderr[-2000:]
+    assert "continues from" in second.stderr
+    row_count = len(rows.splitlines())
+    assert "rows already there" in second.stdout + second.stderr
+    assert (out / "vllm" / "logs" / log_name).read_bytes()[:len(rows)] == rows  # the seeded rows, kept
+    assert len((out / "vllm" / "logs" / log_name).read_bytes().splitlines()) == row_count  # nothing redone
+    assert (out / "vllm" / ".done-tp8").exists()
