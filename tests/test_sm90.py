@@ -196,7 +196,7 @@ def test_sm90_compile_only(tmp_path, monkeypatch):
         log = (built.path.parent / jit.LOG_NAME).read_text()
         assert "C7510" not in log and "C7514" not in log, "ptxas serialized the wgmma instructions"
         library = launcher.Sm90Library(built.path)
-        assert library.config_name == config.name
+        assert library.config_name == config.name and not library.swap_ab
         assert library.stages == config.stages
         assert library.shared_memory_bytes == config.shared_memory_bytes
         if not torch.cuda.is_available():
