@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         if (args.sfa_mn_major) cute::prefetch_tma_descriptor(reinterpret_cast<cute::TmaDescriptor const*>(&args.tma_sfa));
       }
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
-      uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaBytes : 0);
+      // The scales' TMA box is kSfaFloats wide: its bytes, not the stage's 128-byte padded slot (kSfaBytes).
+      uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaFloats * 4 : 0);
       int const a_rows = T::kBlockM / args.cluster_n;  // rows of A this CTA loads
       int const b_rows = T::kBlockN / args.cluster_m;
       int const a_offset = args.cluster_n > 1 ? cluster_rank * a_rows : 0;
