@@ -206,3 +206,11 @@ def test_swap_run_refuses_clusters_before_touching_the_device(swap_libraries):
         with pytest.raises(LaunchError, match="swap-AB runs 1x1 clusters only"):
             library.run(aligned, aligned, aligned, aligned, aligned, 16, 2112, 7168, 7168, False, 56,
                         launcher.RunOptions(*cluster, 0, 8, 0, 1), 0)
+
+
+@pytest.mark.nvcc
+def test_launcher_refuses_params_of_the_other_kind(swap_libraries):
+    config, library = swap_libraries[0]
+    plain = Sm90Params.for_tile(config.block_m, config.block_n)  # the same tile without swap-AB
+    with pytest.raises(LaunchError, match="a swap-AB library for params with swap_ab=False"):
+        launcher.make_gemm_fn(library, GemmProblem(16, 2112, 7168), plain)
