@@ -34,7 +34,6 @@ struct KernelArgs {
   CUtensorMap tma_sfa;  // MN-major SFA [K/128, sfa_ld] fp32, box {Traits::kSfaFloats, 1} (unused for row-major)
   float const* sfa;     // row-major SFA (copied into shared memory by the producer)
   float const* sfb;
-  void* d;              // D [M, N] row-major: swap-AB stores it from registers (tma_d is unused there)
   // The MMA's problem: m rows (A side) x n columns (B side). Swap-AB: m = N (weights), n = M (tokens),
   // and tma_a / tma_b map B / A; num_*_blocks and the cluster tiles count tiles of that problem.
   int m, n, k;
@@ -47,6 +46,7 @@ struct KernelArgs {
   int num_m_blocks, num_n_blocks;
   int work_units;    // what the persistent grid walks: cluster_tiles, or split-K's rounds * grid size
   SplitKArgs split;  // splits == 1: data-parallel (one unit per cluster tile, all of K)
+  void* d;           // D [M, N] row-major: swap-AB stores it from registers (tma_d is unused there)
 };
 
 template <int kBlockM_, int kBlockN_, int kStages_, bool kOverlap_, class OutT_, bool kSwapAB_ = false>
