@@ -131,7 +131,7 @@ def test_one_build_per_tile_for_a_whole_sweep():
         for m in (1, 16, 64, 128, 512, 1024, 4096, 8192):
             for p in backend.param_space(GemmProblem(m, n, k), H200):
                 configs.add(p.kernel_config())
-    assert len(configs) == len({(c.block_m, c.block_n) for c in configs}) <= 40
+    assert len(configs) == len({(c.block_m, c.block_n, c.swap_ab) for c in configs}) <= 40
 
 
 def test_generated_source_names_the_instantiation_and_its_wgmma():

@@ -36,9 +36,10 @@
 //   and the tokens on its N side, stored from registers (fp8_gemm_swapab.cuh); 1x1 clusters only.
 //
 // M, N and K are run-time arguments: one build serves every shape. Compile-time: the tile shape,
-// the stage count, swap-AB and the output type. Cluster shape, tile order, split count and the activation-scale
-// layout are run-time options. Nothing here allocates memory (split-K's workspace comes from the caller);
-// launches go to the caller's stream and never synchronize, so they can be captured in CUDA graphs.
+// the stage count, swap-AB and the output type. Cluster shape, tile order, split count and the
+// activation-scale layout are run-time options. Nothing here allocates memory (split-K's workspace comes
+// from the caller); launches go to the caller's stream and never synchronize, so they can be captured in
+// CUDA graphs.
 #pragma once
 
 #include <cuda.h>
