@@ -28,9 +28,9 @@ constexpr int kEpilogueCols = 16;  // columns of one TMA store box (32 bytes of 
 
 // Everything the device code needs, passed by value as one __grid_constant__ parameter.
 struct KernelArgs {
-  CUtensorMap tma_a;    // A [M, K] e4m3, box {128, kBlockM / cluster_n}, 128-byte swizzle
-  CUtensorMap tma_b;    // B [N, K] e4m3, box {128, kBlockN / cluster_m}, 128-byte swizzle
-  CUtensorMap tma_d;    // D [M, N], box {16, rows per consumer}, 32-byte swizzle
+  CUtensorMap tma_a;    // A [M, K] e4m3, box {128, kBlockM / cluster_n}, 128-byte swizzle (swap-AB: B [N, K])
+  CUtensorMap tma_b;    // B [N, K] e4m3, box {128, kBlockN / cluster_m}, 128-byte swizzle (swap-AB: A [M, K])
+  CUtensorMap tma_d;    // D [M, N], box {16, rows per consumer}, 32-byte swizzle (unused with swap-AB)
   CUtensorMap tma_sfa;  // MN-major SFA [K/128, sfa_ld] fp32, box {Traits::kSfaFloats, 1} (unused for row-major)
   float const* sfa;     // row-major SFA (copied into shared memory by the producer)
   float const* sfb;
