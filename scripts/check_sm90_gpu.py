@@ -3,6 +3,7 @@
     python scripts/check_sm90_gpu.py correct --out DIR      # ragged set x tiles x clusters x scale layouts x splits
     python scripts/check_sm90_gpu.py time --out DIR         # tiles (and split-K at few tiles) vs cuBLAS per-tensor
     python scripts/check_sm90_gpu.py time --few-tiles       # only the points with split-K candidates
+    python scripts/check_sm90_gpu.py time --swap-ab         # also swap-AB candidates (M <= 64 points only)
     python scripts/check_sm90_gpu.py sanitize --out DIR     # compute-sanitizer memcheck/synccheck, small problems
     python scripts/check_sm90_gpu.py build                  # build every kernel the checks use (no GPU needed)
 
@@ -14,6 +15,7 @@ Every result is checked against the fp32 reference on fresh random data (relativ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import subprocess
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gemm.arch import get_arch  # noqa: E402
 from gemm.kernels.nvcc import jit  # noqa: E402
 from gemm.kernels.sm90 import codegen  # noqa: E402
 from gemm.kernels.sm90.backend import Sm90Backend  # noqa: E402
@@ -132,10 +135,15 @@ def phase_correct(args) -> None:
     print(f"worst relative error of the passing cases: {worst:.2e}")
 
 
-def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 132) -> list[Sm90Params]:
+def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 132,
+                    swap_ab: bool = False) -> list[Sm90Params]:
     """Tiles x clusters x overlap, plus every split count the backend offers a tile shape of few tiles
-    (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only)."""
+    (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only), plus
+    with ``swap_ab`` the swap-AB candidates the gated space would offer (``Sm90Backend.swap_ab_space``)."""
     out = []
+    if swap_ab:
+        arch = dataclasses.replace(get_arch("H200"), num_sms=num_sms)
+        out += [p for p in backend.swap_ab_space(problem, arch) if backend.check(problem, p, None) is None]
     for bm in backend.block_ms(problem):
         for bn in (32, 64, 96, 112, 128, 144, 160, 192, 208):
             variants = []
@@ -162,6 +170,8 @@ def phase_time(args) -> None:
             problem = GemmProblem(m, n, k)
             if args.few_tiles and not any(p.splits > 1 for p in time_candidates(backend, problem, num_sms)):
                 continue
+            if args.swap_ab and not any(p.swap_ab for p in time_candidates(backend, problem, num_sms, True)):
+                continue
             base = random_problem_inputs(m, n, k, device="cuda")
             ref = reference_matmul(*base)
             per_set = sum(t.numel() * t.element_size() for t in base) + m * n * 2
@@ -178,7 +188,8 @@ def phase_time(args) -> None:
                                                                   out_dtype=torch.bfloat16), sets)
             best = None
             best_data_parallel = None
-            for params in time_candidates(backend, problem, num_sms):
+            best_plain = None  # without swap-AB
+            for params in time_candidates(backend, problem, num_sms, args.swap_ab):
                 try:
                     fn = backend.build(problem, params)
                     err, nan = run_checked(fn, *base, ref)
@@ -197,6 +208,8 @@ def phase_time(args) -> None:
                     best = (us, params)
                 if params.splits == 1 and (best_data_parallel is None or us < best_data_parallel[0]):
                     best_data_parallel = (us, params)
+                if not params.swap_ab and (best_plain is None or us < best_plain[0]):
+                    best_plain = (us, params)
             mn_note = ""
             if best:  # what the row-major scale path costs: the best params again with MN-major scales
                 mn_sets = [(a, b, mn_major_scales(sa), sb) for a, b, sa, sb in sets]
@@ -213,6 +226,10 @@ def phase_time(args) -> None:
                 rows.append(dict(m=m, n=n, k=k, params="BEST-DP " + best_data_parallel[1].short(),
                                  us=f"{best_data_parallel[0]:.2f}", cublas_us=f"{cublas:.2f}",
                                  note="best without split-K"))
+            if best and best[1].swap_ab and best_plain:  # what swap-AB gained at this point
+                split_note += f"  (best without swap-AB {best_plain[0]:.2f} us, {best_plain[1].short()})"
+                rows.append(dict(m=m, n=n, k=k, params="BEST-NOSWAP " + best_plain[1].short(),
+                                 us=f"{best_plain[0]:.2f}", cublas_us=f"{cublas:.2f}", note="best without swap-AB"))
             print(f"N={n:6d} K={k:6d} M={m:5d}  cublas {cublas:8.2f} us  sm90 best "
                   f"{best[0] if best else float('nan'):8.2f} us ({tflops:6.0f} TFLOPS)  ratio "
                   f"{cublas / best[0] if best else float('nan'):5.3f}  {best[1].short() if best else '-'}{mn_note}"
@@ -237,7 +254,7 @@ from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
 from gemm.quant import mn_major_scales, random_problem_inputs
 from gemm.reference import reference_matmul, relative_error
-p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn}, splits={splits})
+p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn}, splits={splits}, swap_ab=bool({swap}))
 problem = GemmProblem({m}, {n}, {k})
 a, b, sa, sb = random_problem_inputs({m}, {n}, {k}, device="cuda")
 if {mn}:
@@ -255,9 +272,14 @@ def phase_sanitize(args) -> None:
              dict(bm=64, bn=128, cm=1, cn=2, m=3, n=576, k=512, mn=0, splits=1),
              dict(bm=128, bn=112, cm=1, cn=1, m=100, n=576, k=1280, mn=0, splits=3),
              dict(bm=64, bn=128, cm=1, cn=2, m=3, n=576, k=896, mn=1, splits=5)]
+    cases = [dict(case, swap=0) for case in cases]
+    # Swap-AB: the register-to-global stores at ragged M and N, MN-major scales at M % 4 != 0, split-K.
+    cases += [dict(bm=128, bn=16, cm=1, cn=1, m=3, n=576, k=512, mn=1, splits=1, swap=1),
+              dict(bm=64, bn=32, cm=1, cn=1, m=17, n=2112, k=896, mn=0, splits=3, swap=1)]
     lines = []
     runs = [(cases[0], "memcheck"), (cases[1], "memcheck"), (cases[2], "memcheck"), (cases[1], "synccheck"),
-            (cases[3], "memcheck"), (cases[4], "memcheck"), (cases[3], "synccheck")]
+            (cases[3], "memcheck"), (cases[4], "memcheck"), (cases[3], "synccheck"), (cases[5], "memcheck"),
+            (cases[6], "memcheck"), (cases[5], "synccheck")]
     for case, tool in runs:
         if True:
             command = ["compute-sanitizer", f"--tool={tool}", "--error-exitcode=9", sys.executable, "-c",
@@ -284,6 +306,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_out/sm90_check")))
     parser.add_argument("--few-tiles", action="store_true",
                         help="time: only the points where some tile shape gets split-K candidates")
+    parser.add_argument("--swap-ab", action="store_true",
+                        help="time: add swap-AB candidates and keep only the points that get some (M <= 64)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for phase in args.phases:

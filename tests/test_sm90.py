@@ -131,7 +131,7 @@ def test_one_build_per_tile_for_a_whole_sweep():
         for m in (1, 16, 64, 128, 512, 1024, 4096, 8192):
             for p in backend.param_space(GemmProblem(m, n, k), H200):
                 configs.add(p.kernel_config())
-    assert len(configs) == len({(c.block_m, c.block_n) for c in configs}) <= 40
+    assert len(configs) == len({(c.block_m, c.block_n, c.swap_ab) for c in configs}) <= 40
 
 
 def test_generated_source_names_the_instantiation_and_its_wgmma():
@@ -196,7 +196,7 @@ def test_sm90_compile_only(tmp_path, monkeypatch):
         log = (built.path.parent / jit.LOG_NAME).read_text()
         assert "C7510" not in log and "C7514" not in log, "ptxas serialized the wgmma instructions"
         library = launcher.Sm90Library(built.path)
-        assert library.config_name == config.name
+        assert library.config_name == config.name and not library.swap_ab
         assert library.stages == config.stages
         assert library.shared_memory_bytes == config.shared_memory_bytes
         if not torch.cuda.is_available():

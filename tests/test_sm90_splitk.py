@@ -195,7 +195,7 @@ def test_split_cost_is_the_data_parallel_cost_without_splits():
 
 
 def test_header_names_the_split_k_part():
-    assert "fp8_gemm_splitk.cuh" in codegen.HEADER_NAMES and codegen.ABI_VERSION == 2
+    assert "fp8_gemm_splitk.cuh" in codegen.HEADER_NAMES and codegen.ABI_VERSION >= 2  # 2: split-K
     kernel = dict(codegen.headers())["fp8_gemm_kernel.cuh"]
     assert '#include "fp8_gemm_splitk.cuh"' in kernel
 

@@ -10,13 +10,18 @@ Split-K (``splits`` > 1) is for launches of few tiles: at M <= 128 on N = 2112,
 K = 7168 there are 17 tiles of 128 columns for 132 SMs. The space adds split
 counts to the 1x1-cluster candidates of tile shapes that fill less than half
 the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
-least ``splitk_cost``, a documented heuristic. The tuner ranks candidates with
+least ``splitk_cost``, a documented heuristic.
+
+Swap-AB (``swap_ab``, for decode) computes D^T = B A^T: the weights fill the wgmma's 64-row side and the
+tokens its 16..64 columns. It has not run on a GPU yet, so the space offers it only when
+``SWAP_AB_IN_SPACE`` is set, and ``default_params`` never picks it. The tuner ranks candidates with
 ``gemm.tuner.model.roofline.sm90_us``, whose coefficients are priors set from a
 few timings, not yet fitted: sweep this backend with ``--prune none`` first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Iterable
 
@@ -26,8 +31,9 @@ from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
 from gemm.kernels.nvcc import hopper, jit
 from gemm.kernels.sm90 import codegen, launcher, splitk
-from gemm.kernels.sm90.params import (CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, OUT_DTYPES, SM90_SMEM_BYTES, Sm90Params,
-                                      accumulators_per_thread, shared_memory_bytes, stages_that_fit)
+from gemm.kernels.sm90.params import (CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, OUT_DTYPES, SM90_SMEM_BYTES,
+                                      SWAP_BLOCK_MS, Sm90Params, accumulators_per_thread, shared_memory_bytes,
+                                      stages_that_fit)
 from gemm.problem import GemmProblem
 
 #: BLOCK_N values the tuner tries (every multiple of 16 builds; these cover the useful wave counts).
@@ -41,6 +47,16 @@ SPLIT_TILES_BELOW = 0.5
 #: tile, and of the counter hand-off (store, release, acquire) per launch; guesses, not measurements.
 SPLIT_SLOT_BLOCKS = 1.0
 SPLIT_FIXED_BLOCKS = 2.0
+#: Swap-AB candidates in ``param_space``: enable once tests/gpu/test_sm90_swapab_gpu.py has passed on a GPU.
+SWAP_AB_IN_SPACE = False
+#: Largest M the space offers swap-AB at, and the token tiles (BLOCK_N) it tries there.
+SWAP_MAX_M = 64
+SWAP_BLOCK_NS = (16, 32, 48, 64)
+
+
+def mma_problem(problem: GemmProblem, swap_ab: bool) -> GemmProblem:
+    """The problem the MMA computes: ``problem``, or with swap-AB D^T's (M' = N weight rows, N' = M tokens)."""
+    return dataclasses.replace(problem, m=problem.n, n=problem.m) if swap_ab else problem
 
 
 def tiles(problem: GemmProblem, block_m: int, block_n: int) -> int:
@@ -113,11 +129,18 @@ class Sm90Backend(Backend):
             return (f"a {p.block_m}x{p.block_n} tile{' with overlap' if p.overlap else ''} needs {accumulators} "
                     f"fp32 accumulators per consumer thread; more than {MAX_ACCUMULATORS_PER_THREAD} spill to local "
                     f"memory{' (overlap=false needs fewer)' if p.overlap else ''}")
+        if p.swap_ab:
+            if p.block_m not in SWAP_BLOCK_MS:
+                return (f"swap-AB needs block_m in {list(SWAP_BLOCK_MS)} (its 64-row weight slabs must lie inside one "
+                        f"128-row weight-scale block), got {p.block_m}")
+            if (p.cluster_m, p.cluster_n) != (1, 1):
+                return (f"swap-AB runs 1x1 clusters only (multicast of the swapped operands is not built), got "
+                        f"{p.cluster_m}x{p.cluster_n}")
         limit = arch.smem_per_block_bytes if arch is not None else SM90_SMEM_BYTES
-        stages = p.stages or stages_that_fit(p.block_m, p.block_n, problem.out_dtype, limit)
+        stages = p.stages or stages_that_fit(p.block_m, p.block_n, problem.out_dtype, limit, p.swap_ab)
         if stages < 2:
             return f"not even two pipeline stages of a {p.block_m}x{p.block_n} tile fit in {limit} B of shared memory"
-        smem = shared_memory_bytes(p.block_m, p.block_n, stages, problem.out_dtype)
+        smem = shared_memory_bytes(p.block_m, p.block_n, stages, problem.out_dtype, p.swap_ab)
         if smem > limit:
             return f"{stages} stages of a {p.block_m}x{p.block_n} tile need {smem} B of shared memory, limit {limit}"
         m_tiles, n_tiles = math.ceil(problem.m / p.block_m), math.ceil(problem.n / p.block_n)
@@ -130,7 +153,8 @@ class Sm90Backend(Backend):
             if p.splits > k_blocks:
                 return (f"splits={p.splits} exceeds the {k_blocks} K blocks of 128 of K={problem.k}: "
                         f"a split would be empty")
-            workspace = splitk.partial_bytes(problem.m, problem.n, p.block_m, p.block_n, p.splits, p.cluster_m,
+            mma = mma_problem(problem, p.swap_ab)  # tiles of the MMA's problem
+            workspace = splitk.partial_bytes(mma.m, mma.n, p.block_m, p.block_n, p.splits, p.cluster_m,
                                              p.cluster_n)
             if workspace > splitk.MAX_WORKSPACE_BYTES:
                 return (f"splits={p.splits} needs {workspace / 2**20:.0f} MiB of fp32 partial tiles, more than the "
@@ -170,6 +194,23 @@ class Sm90Backend(Backend):
                                                   raster=raster, group=DEFAULT_GROUP)
                 for splits in self.split_counts(problem, block_m, block_n, arch.num_sms):
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits)
+        if SWAP_AB_IN_SPACE:
+            yield from self.swap_ab_space(problem, arch)
+
+    def swap_ab_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
+        """Swap-AB candidates at M <= ``SWAP_MAX_M`` (none above): ``SWAP_BLOCK_MS`` weight rows x token tiles
+        of ``SWAP_BLOCK_NS`` up to M rounded up to 16 (the smallest that covers M, and narrower ones that split
+        it), 1x1 clusters, with split-K where the tiles fill few SMs. Not in ``param_space`` unless
+        ``SWAP_AB_IN_SPACE``."""
+        if problem.m > SWAP_MAX_M:
+            return
+        mma = mma_problem(problem, True)
+        covering = -(-problem.m // 16) * 16
+        for block_m in SWAP_BLOCK_MS:
+            for block_n in (bn for bn in SWAP_BLOCK_NS if bn <= covering):
+                yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, swap_ab=True)
+                for splits in self.split_counts(mma, block_m, block_n, arch.num_sms):
+                    yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits, swap_ab=True)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:
         """Untuned choice: the tile shape and split count of least ``splitk_cost`` (rounds x the K blocks

@@ -1,7 +1,8 @@
 """C++ source of one instantiation of the Hopper kernel (``fp8_gemm.cuh``, ``fp8_gemm_kernel.cuh``) and its C ABI.
 
-The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES, OVERLAP, OutT, Mma>``
-(``Mma``: CuTe's ``m64nNk32`` e4m3 wgmma atom for ``N = BLOCK_N``) and exports, prefixed
+The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES, OVERLAP, OutT, Mma, SWAP_AB>``
+(``Mma``: CuTe's ``m64nNk32`` e4m3 wgmma atom for ``N = BLOCK_N``; ``SWAP_AB``: the MMA computes D^T = B A^T,
+``fp8_gemm_swapab.cuh``) and exports, prefixed
 ``gemm_sm90_``:
 
 * ``int abi_version()``: ``ABI_VERSION`` below; the launcher refuses a mismatch.
@@ -11,6 +12,7 @@ The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES,
 * ``int workspace_sizes(M, N, K, const RunOptions*, int64_t* counter_slots, int64_t* partial_bytes)``:
   what a split-K launch needs from the caller's workspace (no GPU needed).
 * ``int run_options_bytes()``: ``sizeof(RunOptions)``, which the launcher's ctypes mirror must match.
+* ``int swap_ab()``: 1 for a swap-AB build (``run`` still takes A [M, K], B [N, K] and writes D [M, N]).
 * ``const char* last_error()``, ``int shared_memory_bytes()``, ``int stages()``.
 """
 
@@ -23,13 +25,14 @@ from gemm.kernels.nvcc.jit import BuildSpec
 from gemm.kernels.sm90.params import KernelConfig
 
 #: Bumped whenever an exported signature or ``RunOptions`` changes.
-ABI_VERSION = 2
+ABI_VERSION = 3
 FAMILY = "sm90"
 SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"
 #: Headers the translation unit needs beside it (part of the cache key): the host side, the kernel and
-#: its split-K part.
-HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_traits.cuh", "fp8_gemm_splitk.cuh")
+#: its split-K and swap-AB parts.
+HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_traits.cuh", "fp8_gemm_splitk.cuh",
+                "fp8_gemm_swapab.cuh")
 HEADER_DIR = Path(__file__).resolve().parent
 
 _ELEMENTS = {"bfloat16": "__nv_bfloat16", "float16": "__half"}
@@ -41,7 +44,7 @@ _TEMPLATE = """\
 
 namespace {{
 using Kernel = gemm_sm90::Gemm<{block_m}, {block_n}, {stages}, {overlap}, {element},
-                               cute::SM90::GMMA::MMA_64x{block_n}x32_F32E4M3E4M3_SS_TN<>>;
+                               cute::SM90::GMMA::MMA_64x{block_n}x32_F32E4M3E4M3_SS_TN<>, {swap_ab}>;
 }}  // namespace
 
 GEMM_SM90_EXPORT int gemm_sm90_abi_version() {{ return {abi_version}; }}
@@ -51,6 +54,7 @@ GEMM_SM90_EXPORT int gemm_sm90_shared_memory_bytes() {{ return Kernel::T::kSmemL
 GEMM_SM90_EXPORT int gemm_sm90_stages() {{ return Kernel::T::kStages; }}
 GEMM_SM90_EXPORT int gemm_sm90_prepare() {{ return Kernel::prepare(); }}
 GEMM_SM90_EXPORT int gemm_sm90_run_options_bytes() {{ return int(sizeof(gemm_sm90::RunOptions)); }}
+GEMM_SM90_EXPORT int gemm_sm90_swap_ab() {{ return Kernel::T::kSwapAB ? 1 : 0; }}
 
 GEMM_SM90_EXPORT int gemm_sm90_workspace_sizes(int m, int n, int k, gemm_sm90::RunOptions const* options,
                                                int64_t* counter_slots, int64_t* partial_bytes) {{
@@ -81,7 +85,8 @@ def render_source(config: KernelConfig) -> str:
         raise ValueError(f"config must be a sm90 KernelConfig, got {type(config).__name__}")
     return _TEMPLATE.format(name=config.name, header=HEADER_NAME, block_m=config.block_m, block_n=config.block_n,
                             stages=config.stages, overlap="true" if config.overlap else "false",
-                            element=_ELEMENTS[config.out_dtype], abi_version=ABI_VERSION)
+                            element=_ELEMENTS[config.out_dtype], abi_version=ABI_VERSION,
+                            swap_ab="true" if config.swap_ab else "false")
 
 
 def build_spec(config: KernelConfig) -> BuildSpec:

@@ -32,10 +32,14 @@
 //   ranges, one work unit each; the unit of the first range adds the others' fp32 sums from a workspace
 //   the caller owns, in K order (deterministic), and stores the tile (fp8_gemm_splitk.cuh).
 //
+// * Swap-AB (compile-time, for decode): the MMA computes D^T = B A^T, the weights on the wgmma's M side
+//   and the tokens on its N side, stored from registers (fp8_gemm_swapab.cuh); 1x1 clusters only.
+//
 // M, N and K are run-time arguments: one build serves every shape. Compile-time: the tile shape,
-// the stage count and the output type. Cluster shape, tile order, split count and the activation-scale
-// layout are run-time options. Nothing here allocates memory (split-K's workspace comes from the caller);
-// launches go to the caller's stream and never synchronize, so they can be captured in CUDA graphs.
+// the stage count, swap-AB and the output type. Cluster shape, tile order, split count and the
+// activation-scale layout are run-time options. Nothing here allocates memory (split-K's workspace comes
+// from the caller); launches go to the caller's stream and never synchronize, so they can be captured in
+// CUDA graphs.
 #pragma once
 
 #include <cuda.h>
@@ -139,9 +143,9 @@ inline bool aligned16(void const* ptr) { return (reinterpret_cast<uintptr_t>(ptr
 constexpr int kMaxDevices = 64;
 
 // One instantiation: Traits + its wgmma atom, with the C ABI's operations as static members.
-template <int kBlockM, int kBlockN, int kStages, bool kOverlap, class OutT, class Mma>
+template <int kBlockM, int kBlockN, int kStages, bool kOverlap, class OutT, class Mma, bool kSwapAB = false>
 struct Gemm {
-  using T = Traits<kBlockM, kBlockN, kStages, kOverlap, OutT>;
+  using T = Traits<kBlockM, kBlockN, kStages, kOverlap, OutT, kSwapAB>;
   static constexpr CUtensorMapDataType kOutType =
       std::is_same<OutT, __half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
 
@@ -209,6 +213,9 @@ struct Gemm {
     if (m <= 0 || n <= 0 || k <= 0) return fail(kBadArgument, "M, N and K must be positive");
     RunOptions const& o = *options;
     if (!valid_cluster(o)) return fail(kBadArgument, "cluster must be 1x1, 2x1 or 1x2");
+    if (kSwapAB && (o.cluster_m != 1 || o.cluster_n != 1)) {
+      return fail(kBadArgument, "swap-AB runs 1x1 clusters only");
+    }
     int const k_blocks = (k + kBlockK - 1) / kBlockK;
     if (o.splits < 1 || o.splits > k_blocks) {
       return fail(kBadArgument, "splits=" + std::to_string(o.splits) + " must be in [1, ceil(K / 128) = " +
@@ -217,7 +224,9 @@ struct Gemm {
     *counter_slots = 0;
     *partial_bytes = 0;
     if (o.splits > 1) {
-      int64_t const tiles = splitk_workspace_tiles(m, n, kBlockM, kBlockN, o.cluster_m, o.cluster_n);
+      // Tiles of the MMA's problem: with swap-AB, N rows (weights) by M columns (tokens).
+      int64_t const tiles = kSwapAB ? splitk_workspace_tiles(n, m, kBlockM, kBlockN, o.cluster_m, o.cluster_n)
+                                    : splitk_workspace_tiles(m, n, kBlockM, kBlockN, o.cluster_m, o.cluster_n);
       *counter_slots = tiles * T::kConsumers;
       *partial_bytes = tiles * (o.splits - 1) * int64_t(kBlockM) * kBlockN * int64_t(sizeof(float));
     }
@@ -268,12 +277,16 @@ struct Gemm {
     DeviceInfo const& dev = info(device);
     if (!dev.prepared) return fail(kBadArgument, "prepare() was not called on this device");
 
+    // The MMA's problem (mm rows x nn columns): with swap-AB, D^T = B A^T over N weight rows and M tokens.
+    int const mm = kSwapAB ? n : m;
+    int const nn = kSwapAB ? m : n;
     KernelArgs args;
-    args.m = m;
-    args.n = n;
+    args.m = mm;
+    args.n = nn;
     args.k = k;
     args.k_blocks = k_blocks;
-    args.n_scale_blocks = (n + kScaleBlock - 1) / kScaleBlock;
+    args.n_scale_blocks = (n + kScaleBlock - 1) / kScaleBlock;  // rows of SFB: the weights' 128-row blocks
+    args.d = d;
     args.sfa = sfa;
     args.sfb = sfb;
     args.sfa_ld = int(sfa_ld);
@@ -283,25 +296,36 @@ struct Gemm {
     args.cluster_size = o.cluster_m * o.cluster_n;
     args.raster = o.raster;
     args.group = o.group;
-    args.num_m_blocks = (m + kBlockM - 1) / kBlockM;
-    args.num_n_blocks = (n + kBlockN - 1) / kBlockN;
+    args.num_m_blocks = (mm + kBlockM - 1) / kBlockM;
+    args.num_n_blocks = (nn + kBlockN - 1) / kBlockN;
     args.cluster_tiles_m = (args.num_m_blocks + o.cluster_m - 1) / o.cluster_m;
     args.cluster_tiles_n = (args.num_n_blocks + o.cluster_n - 1) / o.cluster_n;
     args.cluster_tiles = args.cluster_tiles_m * args.cluster_tiles_n;
     args.work_units = args.cluster_tiles;
     args.split = SplitKArgs{1, 0, nullptr, nullptr};
 
-    int status = encode_2d(&args.tma_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, a, k, m, lda, kBlockK,
-                           kBlockM / o.cluster_n, CU_TENSOR_MAP_SWIZZLE_128B, "A");
-    if (status == kOk)
-      status = encode_2d(&args.tma_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, b, k, n, k, kBlockK, kBlockN / o.cluster_m,
-                         CU_TENSOR_MAP_SWIZZLE_128B, "B");
-    if (status == kOk)
+    // The MMA's A side (tma_a, BLOCK_M rows per tile) and B side (tma_b, BLOCK_N rows): A and B, or with
+    // swap-AB the weights B and the activations A.
+    int status = kSwapAB ? encode_2d(&args.tma_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, b, k, n, k, kBlockK, kBlockM,
+                                     CU_TENSOR_MAP_SWIZZLE_128B, "B (swap-AB: the MMA's A side)")
+                         : encode_2d(&args.tma_a, CU_TENSOR_MAP_DATA_TYPE_UINT8, a, k, m, lda, kBlockK,
+                                     kBlockM / o.cluster_n, CU_TENSOR_MAP_SWIZZLE_128B, "A");
+    if (status == kOk) {
+      status = kSwapAB ? encode_2d(&args.tma_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, a, k, m, lda, kBlockK, kBlockN,
+                                   CU_TENSOR_MAP_SWIZZLE_128B, "A (swap-AB: the MMA's B side)")
+                       : encode_2d(&args.tma_b, CU_TENSOR_MAP_DATA_TYPE_UINT8, b, k, n, k, kBlockK,
+                                   kBlockN / o.cluster_m, CU_TENSOR_MAP_SWIZZLE_128B, "B");
+    }
+    if (status == kOk && !kSwapAB) {
       status = encode_2d(&args.tma_d, kOutType, d, n, m, uint64_t(n) * sizeof(OutT), kEpilogueCols,
                          T::kRowsPerConsumer, CU_TENSOR_MAP_SWIZZLE_32B, "D");
+    } else if (status == kOk) {
+      args.tma_d = args.tma_a;  // unused: swap-AB stores from registers
+    }
     if (status == kOk && sfa_mn_major) {
+      // Box of one stage's activation scales: the tile's rows, with swap-AB its columns (tokens).
       status = encode_2d(&args.tma_sfa, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, sfa, uint64_t(sfa_ld), k_blocks,
-                         uint64_t(sfa_ld) * 4, kBlockM, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "SFA");
+                         uint64_t(sfa_ld) * 4, T::kSfaFloats, 1, CU_TENSOR_MAP_SWIZZLE_NONE, "SFA");
     } else if (status == kOk) {
       args.tma_sfa = args.tma_a;  // unused
     }

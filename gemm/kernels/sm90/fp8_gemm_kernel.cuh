@@ -14,6 +14,7 @@
 #include "cutlass/arch/barrier.h"
 #include "cutlass/arch/reg_reconfig.h"
 #include "fp8_gemm_splitk.cuh"
+#include "fp8_gemm_swapab.cuh"
 #include "fp8_gemm_traits.cuh"
 
 #define GEMM_SM90_EXPORT extern "C" __attribute__((visibility("default")))
@@ -94,7 +95,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         if (args.sfa_mn_major) cute::prefetch_tma_descriptor(reinterpret_cast<cute::TmaDescriptor const*>(&args.tma_sfa));
       }
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
-      uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaBytes : 0);
+      // The scales' TMA box is kSfaFloats wide: its bytes, not the stage's 128-byte padded slot (kSfaBytes).
+      uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaFloats * 4 : 0);
       int const a_rows = T::kBlockM / args.cluster_n;  // rows of A this CTA loads
       int const b_rows = T::kBlockN / args.cluster_m;
       int const a_offset = args.cluster_n > 1 ? cluster_rank * a_rows : 0;
@@ -110,7 +112,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         tile_of(w.tile, m_block, n_block);
         int const m0 = m_block * T::kBlockM;
         int const n0 = n_block * T::kBlockN;
-        int const first_scale_block = n0 / kScaleBlock;
+        // The tile's first weight-scale block: along the MMA's N (columns), with swap-AB along its M (rows).
+        int const first_scale_block = (T::kSwapAB ? m0 : n0) / kScaleBlock;
+        // Activation scales follow the tokens: the MMA's rows, with swap-AB its columns.
+        int const sfa0 = T::kSwapAB ? n0 : m0;
         float const* sfb_src = args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
         for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
           empty[stage].wait(phase ^ 1);
@@ -143,7 +148,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
               cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
             }
             if (args.sfa_mn_major) {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kBlockM, m0, kb);
+              cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
             }
           }
 #if !(GEMM_SM90_ABLATE & 4)
@@ -152,9 +157,13 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
           }
           if (!args.sfa_mn_major) {
 #pragma unroll
-            for (int r = lane; r < T::kBlockM; r += 32) {
-              float const* src = args.sfa + size_t(min(m0 + r, args.m - 1)) * args.sfa_ld + kb;
-              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kBlockM + r]);
+            for (int r = lane; r < T::kSfaFloats; r += 32) {
+              // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
+              // the clipped stores make it harmless.
+              // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
+              int const token = min(sfa0 + r, (T::kSwapAB ? args.n : args.m) - 1);
+              float const* src = args.sfa + size_t(token) * args.sfa_ld + kb;
+              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kSfaStride + r]);
             }
           }
 #endif
@@ -235,15 +244,20 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
 
     // The oldest issued block has completed (the caller waited): read its scales and release its stage to
     // the producers of every CTA that wrote into it.
-    auto read_scales = [&](float (&sa)[kMmas][2], float (&sb)[T::kScaleSlots]) {
-      float const* stage_sfa = smem_sfa + finish_stage * T::kBlockM + row_base;
+    auto read_scales = [&](float (&sa)[T::kSaRows][2], float (&sb)[T::kScaleSlots]) {
+      if constexpr (T::kSwapAB) {
+        swap_read_scales<T>(smem_sfa + finish_stage * T::kSfaStride, smem_sfb + finish_stage * T::kSfbFloats,
+                            thread_col, sa, sb);
+      } else {
+        float const* stage_sfa = smem_sfa + finish_stage * T::kSfaStride + row_base;
 #pragma unroll
-      for (int mi = 0; mi < kMmas; ++mi) {
-        sa[mi][0] = stage_sfa[mi * 64 + thread_row];
-        sa[mi][1] = stage_sfa[mi * 64 + thread_row + 8];
+        for (int mi = 0; mi < kMmas; ++mi) {
+          sa[mi][0] = stage_sfa[mi * 64 + thread_row];
+          sa[mi][1] = stage_sfa[mi * 64 + thread_row + 8];
+        }
+#pragma unroll
+        for (int s = 0; s < T::kScaleSlots; ++s) sb[s] = smem_sfb[finish_stage * T::kSfbFloats + s];
       }
-#pragma unroll
-      for (int s = 0; s < T::kScaleSlots; ++s) sb[s] = smem_sfb[finish_stage * T::kSfbFloats + s];
     };
     auto release_stage = [&]() {
       __syncwarp();
@@ -256,36 +270,40 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
       if (++finish_stage == T::kStages) finish_stage = 0;
     };
-    auto take_scales = [&](float (&sa)[kMmas][2], float (&sb)[T::kScaleSlots]) {
+    auto take_scales = [&](float (&sa)[T::kSaRows][2], float (&sb)[T::kScaleSlots]) {
       read_scales(sa, sb);
       release_stage();
     };
 
     // Promote 8-column groups [j_begin, j_end) of a completed block in fp32; each group takes the scale of
     // its own 128-column weight block.
-    auto promote = [&](float (&partial)[kMmas][kAccum], float const (&sa)[kMmas][2],
+    auto promote = [&](float (&partial)[kMmas][kAccum], float const (&sa)[T::kSaRows][2],
                        float const (&sb)[T::kScaleSlots], int boundary, int j_begin, int j_end) {
 #if GEMM_SM90_ABLATE & 1
       if (j_begin == 0) total[0][0] += partial[0][0] * sa[0][0] * sb[0];
       return;
 #endif
+      if constexpr (T::kSwapAB) {
+        swap_promote<T>(total, partial, sa, sb, j_begin, j_end);
+      } else {
 #pragma unroll
-      for (int j = j_begin; j < j_end; ++j) {
-        float s;
-        if constexpr (T::kAlignedScales) {
-          s = sb[(8 * j) / kScaleBlock];
-        } else {
-          // Register arrays take compile-time indices only (else they go to local memory).
-          s = (8 * j < boundary) ? sb[0] : ((8 * j < boundary + kScaleBlock) ? sb[1] : sb[T::kScaleSlots - 1]);
-        }
+        for (int j = j_begin; j < j_end; ++j) {
+          float s;
+          if constexpr (T::kAlignedScales) {
+            s = sb[(8 * j) / kScaleBlock];
+          } else {
+            // Register arrays take compile-time indices only (else they go to local memory).
+            s = (8 * j < boundary) ? sb[0] : ((8 * j < boundary + kScaleBlock) ? sb[1] : sb[T::kScaleSlots - 1]);
+          }
 #pragma unroll
-        for (int mi = 0; mi < kMmas; ++mi) {
-          float const s0 = sa[mi][0] * s;
-          float const s1 = sa[mi][1] * s;
-          total[mi][4 * j + 0] = fmaf(partial[mi][4 * j + 0], s0, total[mi][4 * j + 0]);
-          total[mi][4 * j + 1] = fmaf(partial[mi][4 * j + 1], s0, total[mi][4 * j + 1]);
-          total[mi][4 * j + 2] = fmaf(partial[mi][4 * j + 2], s1, total[mi][4 * j + 2]);
-          total[mi][4 * j + 3] = fmaf(partial[mi][4 * j + 3], s1, total[mi][4 * j + 3]);
+          for (int mi = 0; mi < kMmas; ++mi) {
+            float const s0 = sa[mi][0] * s;
+            float const s1 = sa[mi][1] * s;
+            total[mi][4 * j + 0] = fmaf(partial[mi][4 * j + 0], s0, total[mi][4 * j + 0]);
+            total[mi][4 * j + 1] = fmaf(partial[mi][4 * j + 1], s0, total[mi][4 * j + 1]);
+            total[mi][4 * j + 2] = fmaf(partial[mi][4 * j + 2], s1, total[mi][4 * j + 2]);
+            total[mi][4 * j + 3] = fmaf(partial[mi][4 * j + 3], s1, total[mi][4 * j + 3]);
+          }
         }
       }
     };
@@ -293,7 +311,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
     auto finish = [&](float (&partial)[kMmas][kAccum], int boundary) {
 #pragma unroll
       for (int mi = 0; mi < kMmas; ++mi) fence_accumulators(partial[mi]);
-      float sa[kMmas][2];
+      float sa[T::kSaRows][2];
       float sb[T::kScaleSlots];
       take_scales(sa, sb);
       promote(partial, sa, sb, boundary, 0, T::kBlockN / 8);
@@ -305,7 +323,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
     auto finish_while_issuing = [&](float (&done)[kMmas][kAccum], float (&next)[kMmas][kAccum], int boundary) {
 #pragma unroll
       for (int mi = 0; mi < kMmas; ++mi) fence_accumulators(done[mi]);
-      float sa[kMmas][2];
+      float sa[T::kSaRows][2];
       float sb[T::kScaleSlots];
       take_scales(sa, sb);
       turn_begin();
@@ -375,7 +393,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         for (int kb = 0; kb < blocks; ++kb) {
           issue(partial0);
           // The block's scales are in shared memory already: their loads overlap its wgmmas.
-          float sa[kMmas][2];
+          float sa[T::kSaRows][2];
           float sb[T::kScaleSlots];
           read_scales(sa, sb);
           cute::warpgroup_wait<0>();
@@ -400,38 +418,43 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
 
       // ---------------------------------------------------------------- epilogue
-      // The previous tile's TMA stores must have read shared memory before it is overwritten.
-      if (tid == 0) cute::tma_store_wait<0>();
-      named_barrier_sync(barrier_id, 128);
+      if constexpr (T::kSwapAB) {
+        // D^T's tile straight from registers (fp8_gemm_swapab.cuh): no shared memory, no TMA store.
+        swap_store<T>(args, total, m0 + row_base, n0, thread_row, thread_col);
+      } else {
+        // The previous tile's TMA stores must have read shared memory before it is overwritten.
+        if (tid == 0) cute::tma_store_wait<0>();
+        named_barrier_sync(barrier_id, 128);
 #pragma unroll
-      for (int mi = 0; mi < kMmas; ++mi) {
+        for (int mi = 0; mi < kMmas; ++mi) {
 #pragma unroll
-        for (int j = 0; j < T::kBlockN / 8; ++j) {
+          for (int j = 0; j < T::kBlockN / 8; ++j) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            int const row = row_base + mi * 64 + thread_row + 8 * h;  // tile row
-            int const chunk = j / 2;                                   // 16-column store box
-            int const half = (j % 2) ^ ((row >> 2) & 1);               // 32-byte swizzle: bit 4 ^= bit 7
-            uint8_t* dst = smem_d + chunk * (T::kBlockM * 32) + row * 32 + half * 16 + thread_col * 2;
-            *reinterpret_cast<uint32_t*>(dst) =
-                pack2<typename T::OutT>(total[mi][4 * j + 2 * h], total[mi][4 * j + 2 * h + 1]);
+            for (int h = 0; h < 2; ++h) {
+              int const row = row_base + mi * 64 + thread_row + 8 * h;  // tile row
+              int const chunk = j / 2;                                   // 16-column store box
+              int const half = (j % 2) ^ ((row >> 2) & 1);               // 32-byte swizzle: bit 4 ^= bit 7
+              uint8_t* dst = smem_d + chunk * (T::kBlockM * 32) + row * 32 + half * 16 + thread_col * 2;
+              *reinterpret_cast<uint32_t*>(dst) =
+                  pack2<typename T::OutT>(total[mi][4 * j + 2 * h], total[mi][4 * j + 2 * h + 1]);
+            }
           }
         }
-      }
-      cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> visible to the TMA engine
-      named_barrier_sync(barrier_id, 128);
-      if (tid == 0) {
+        cutlass::arch::fence_view_async_shared();  // generic-proxy writes -> visible to the TMA engine
+        named_barrier_sync(barrier_id, 128);
+        if (tid == 0) {
 #pragma unroll
-        for (int chunk = 0; chunk < T::kBlockN / kEpilogueCols; ++chunk) {
-          cute::SM90_TMA_STORE_2D::copy(&args.tma_d, smem_d + chunk * (T::kBlockM * 32) + row_base * 32,
-                                        n0 + chunk * kEpilogueCols, m0 + row_base);
+          for (int chunk = 0; chunk < T::kBlockN / kEpilogueCols; ++chunk) {
+            cute::SM90_TMA_STORE_2D::copy(&args.tma_d, smem_d + chunk * (T::kBlockM * 32) + row_base * 32,
+                                          n0 + chunk * kEpilogueCols, m0 + row_base);
+          }
+          cute::tma_store_arrive();
         }
-        cute::tma_store_arrive();
       }
     }
     // Consumer 1's last turn signal is still pending: take it so no named barrier is left mid-phase.
     if (T::kConsumers == 2 && consumer == 0 && turn_taken) named_barrier_sync(kTurnBarrier1, 256);
-    if (tid == 0) cute::tma_store_wait<0>();
+    if (!T::kSwapAB && tid == 0) cute::tma_store_wait<0>();
   }
 
   // No CTA may leave while a peer can still signal its barriers or write into its shared memory.

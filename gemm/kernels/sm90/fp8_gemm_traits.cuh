@@ -28,12 +28,14 @@ constexpr int kEpilogueCols = 16;  // columns of one TMA store box (32 bytes of 
 
 // Everything the device code needs, passed by value as one __grid_constant__ parameter.
 struct KernelArgs {
-  CUtensorMap tma_a;    // A [M, K] e4m3, box {128, kBlockM / cluster_n}, 128-byte swizzle
-  CUtensorMap tma_b;    // B [N, K] e4m3, box {128, kBlockN / cluster_m}, 128-byte swizzle
-  CUtensorMap tma_d;    // D [M, N], box {16, rows per consumer}, 32-byte swizzle
-  CUtensorMap tma_sfa;  // MN-major SFA [K/128, sfa_ld] fp32, box {kBlockM, 1} (unused for row-major)
-  float const* sfa;     // row-major SFA (read directly by the consumers)
+  CUtensorMap tma_a;    // A [M, K] e4m3, box {128, kBlockM / cluster_n}, 128-byte swizzle (swap-AB: B [N, K])
+  CUtensorMap tma_b;    // B [N, K] e4m3, box {128, kBlockN / cluster_m}, 128-byte swizzle (swap-AB: A [M, K])
+  CUtensorMap tma_d;    // D [M, N], box {16, rows per consumer}, 32-byte swizzle (unused with swap-AB)
+  CUtensorMap tma_sfa;  // MN-major SFA [K/128, sfa_ld] fp32, box {Traits::kSfaFloats, 1} (unused for row-major)
+  float const* sfa;     // row-major SFA (copied into shared memory by the producer)
   float const* sfb;
+  // The MMA's problem: m rows (A side) x n columns (B side). Swap-AB: m = N (weights), n = M (tokens),
+  // and tma_a / tma_b map B / A; num_*_blocks and the cluster tiles count tiles of that problem.
   int m, n, k;
   int k_blocks, n_scale_blocks;
   int sfa_ld;
@@ -44,9 +46,10 @@ struct KernelArgs {
   int num_m_blocks, num_n_blocks;
   int work_units;    // what the persistent grid walks: cluster_tiles, or split-K's rounds * grid size
   SplitKArgs split;  // splits == 1: data-parallel (one unit per cluster tile, all of K)
+  void* d;           // D [M, N] row-major: swap-AB stores it from registers (tma_d is unused there)
 };
 
-template <int kBlockM_, int kBlockN_, int kStages_, bool kOverlap_, class OutT_>
+template <int kBlockM_, int kBlockN_, int kStages_, bool kOverlap_, class OutT_, bool kSwapAB_ = false>
 struct Traits {
   static constexpr int kBlockM = kBlockM_;
   static constexpr int kBlockN = kBlockN_;
@@ -54,6 +57,9 @@ struct Traits {
   // Two partial accumulators: block kb+1's wgmmas run while block kb is promoted.
   static constexpr bool kOverlap = kOverlap_;
   using OutT = OutT_;
+  // Swap-AB (decode): the MMA computes D^T = B A^T, weights on its M side, tokens on its N side
+  // (fp8_gemm_swapab.cuh).
+  static constexpr bool kSwapAB = kSwapAB_;
   static constexpr int kConsumers = kBlockM == 64 ? 1 : 2;
   static constexpr int kRowsPerConsumer = kBlockM / kConsumers;  // 64 or 128
   static constexpr int kMmasPerConsumer = kRowsPerConsumer / 64;  // m64 wgmma per k step
@@ -61,8 +67,15 @@ struct Traits {
   static constexpr int kAccum = kBlockN / 2;  // fp32 accumulators per thread per m64 wgmma
   // Scale blocks one tile can touch: with BLOCK_N not dividing 128, a tile may straddle a boundary.
   static constexpr bool kAlignedScales = (kScaleBlock % kBlockN == 0) || (kBlockN % kScaleBlock == 0);
-  static constexpr int kScaleSlots = kAlignedScales ? (kBlockN + kScaleBlock - 1) / kScaleBlock
-                                                    : (kBlockN + 2 * kScaleBlock - 2) / kScaleBlock;
+  // Swap-AB: one weight scale per tile and K block (64-row slabs never straddle a 128-row weight block).
+  static constexpr int kScaleSlots = kSwapAB          ? 1
+                                     : kAlignedScales ? (kBlockN + kScaleBlock - 1) / kScaleBlock
+                                                      : (kBlockN + 2 * kScaleBlock - 2) / kScaleBlock;
+  // Activation scales per stage: one per tile row, with swap-AB one per tile column (token).
+  static constexpr int kSfaFloats = kSwapAB ? kBlockN : kBlockM;
+  // Activation scales a consumer thread holds per block: rows r and r + 8 of each 64-row slab, with swap-AB
+  // the two columns it holds in each 8-column group.
+  static constexpr int kSaRows = kSwapAB ? kBlockN / 8 : kMmasPerConsumer;
   // setmaxnreg moves registers between warpgroups inside what the launch allocated (168 per thread for 384
   // threads): a consumer's increase waits forever for registers the producer did not give back.
   static constexpr int kProducerRegs = 40;
@@ -71,9 +84,13 @@ struct Traits {
 
   static constexpr int kABytes = kBlockM * kBlockK;  // one stage of A (fp8)
   static constexpr int kBBytes = kBlockN * kBlockK;
-  static constexpr int kSfaBytes = kBlockM * 4;
+  // Padded to 128 bytes: the MN-major scales land by TMA, whose shared-memory address needs that alignment
+  // (a no-op without swap-AB: kBlockM * 4 is 256 bytes or more).
+  static constexpr int kSfaBytes = (kSfaFloats * 4 + 127) / 128 * 128;
+  static constexpr int kSfaStride = kSfaBytes / 4;  // floats between two stages' activation scales
   static constexpr int kSfbFloats = 4;  // per stage: the tile's (at most 3) weight scales, padded to 16 bytes
-  static constexpr int kDBytes = kBlockM * kBlockN * int(sizeof(OutT));
+  // Swap-AB stores D from registers: no epilogue buffer.
+  static constexpr int kDBytes = kSwapAB ? 0 : kBlockM * kBlockN * int(sizeof(OutT));
   // Shared memory layout (offsets from a 1024-byte aligned base).
   static constexpr int kOffA = 0;
   static constexpr int kOffB = kOffA + kStages * kABytes;
@@ -90,6 +107,8 @@ struct Traits {
   static_assert(kBlockM == 64 || kBlockM == 128 || kBlockM == 256, "BLOCK_M must be 64, 128 or 256");
   static_assert(kBlockN % 16 == 0 && kBlockN >= 16 && kBlockN <= 256, "BLOCK_N must be a multiple of 16 in [16, 256]");
   static_assert(kStages >= 2, "at least two pipeline stages");
+  static_assert(!kSwapAB || kBlockM == 64 || kBlockM == 128,
+                "swap-AB needs 64-row slabs inside one 128-row weight-scale block: BLOCK_M 64 or 128");
   static_assert((kProducerRegs + kConsumers * kConsumerRegs) * 128 <= kLaunchRegs * kThreads,
                 "register reconfiguration asks for more registers than the launch holds");
   static_assert(kScaleSlots <= kSfbFloats, "a tile touches at most 3 weight-scale blocks");

@@ -115,6 +115,7 @@ class Sm90Library(NativeLibrary):
 
     def bind(self) -> None:
         self._run_options_bytes = self.function("run_options_bytes", ctypes.c_int, [])
+        self._swap_ab = self.function("swap_ab", ctypes.c_int, [])
         self._workspace_sizes = self.function(
             "workspace_sizes", ctypes.c_int,
             [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(RunOptions), ctypes.POINTER(ctypes.c_int64),
@@ -129,6 +130,11 @@ class Sm90Library(NativeLibrary):
     def run_options_bytes(self) -> int:
         """``sizeof(RunOptions)`` in the library (``ctypes.sizeof(RunOptions)`` must match)."""
         return self._run_options_bytes()
+
+    @property
+    def swap_ab(self) -> bool:
+        """True for a swap-AB build (its ``run`` takes the same A, B, D; the MMA computes D^T = B A^T)."""
+        return bool(self._swap_ab())
 
     def workspace_sizes(self, m: int, n: int, k: int, options: RunOptions) -> tuple[int, int]:
         """(int32 counters, bytes of fp32 partials) a launch of ``options`` needs; (0, 0) without split-K."""
@@ -168,6 +174,9 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     if library.run_options_bytes != ctypes.sizeof(RunOptions):
         raise LaunchError(f"{library.path}: RunOptions is {library.run_options_bytes} bytes in the library, "
                           f"{ctypes.sizeof(RunOptions)} in the launcher; rebuild it")
+    if library.swap_ab != params.swap_ab:
+        raise LaunchError(f"{library.path}: a {'swap-AB' if library.swap_ab else 'non-swap'} library for params "
+                          f"with swap_ab={params.swap_ab}")
     index = device_index(device, "Hopper kernels")
     library.prepare(index)
     out_dtype = problem.torch_out_dtype

@@ -2,8 +2,10 @@
 
 ``Sm90Params`` holds two kinds of fields:
 
-* **compile-time**: ``block_m``, ``block_n``, ``stages`` and ``overlap`` pick one
-  C++ instantiation (one shared library, with the output dtype): ``kernel_config``.
+* **compile-time**: ``block_m``, ``block_n``, ``stages``, ``overlap`` and ``swap_ab`` pick
+  one C++ instantiation (one shared library, with the output dtype): ``kernel_config``.
+  ``swap_ab`` (decode) computes D^T = B A^T: the weights fill the wgmma's 64-row M side
+  (``block_m`` rows of N, 64 or 128) and the tokens its N side (``block_n`` columns of M).
   ``stages = 0`` means as many as fit (``stages_that_fit``); ``overlap`` keeps two
   partial accumulators so that block kb+1's wgmmas run while block kb is promoted
   (1.5x the accumulator registers, so only narrower tiles fit).
@@ -67,27 +69,32 @@ def overlap_fits(block_m: int, block_n: int) -> bool:
 
 #: Per stage, the tile's (at most 3) weight scales padded to 16 bytes (``Traits::kSfbFloats``).
 WEIGHT_SCALE_BYTES = 16
+#: BLOCK_M of a swap-AB tile: 64-row slabs of weights that never straddle a 128-row weight-scale block.
+SWAP_BLOCK_MS = (64, 128)
 
 
-def stage_bytes(block_m: int, block_n: int) -> int:
-    """Shared memory of one pipeline stage: the fp8 A and B tiles and the tile's activation and weight scales."""
-    return block_m * BLOCK_K + block_n * BLOCK_K + block_m * 4 + WEIGHT_SCALE_BYTES
+def stage_bytes(block_m: int, block_n: int, swap_ab: bool = False) -> int:
+    """Shared memory of one pipeline stage: the fp8 A and B tiles and the tile's activation scales (one per
+    tile row, with swap-AB one per tile column; padded to 128 bytes) and weight scales."""
+    activation_scales = -(-(block_n if swap_ab else block_m) * 4 // 128) * 128
+    return block_m * BLOCK_K + block_n * BLOCK_K + activation_scales + WEIGHT_SCALE_BYTES
 
 
-def shared_memory_bytes(block_m: int, block_n: int, stages: int, out_dtype: str = "bfloat16") -> int:
-    """Dynamic shared memory one CTA asks for (``Traits::kSmemLaunchBytes``)."""
-    stages_end = stages * stage_bytes(block_m, block_n)
+def shared_memory_bytes(block_m: int, block_n: int, stages: int, out_dtype: str = "bfloat16",
+                        swap_ab: bool = False) -> int:
+    """Dynamic shared memory one CTA asks for (``Traits::kSmemLaunchBytes``); swap-AB has no epilogue buffer."""
+    stages_end = stages * stage_bytes(block_m, block_n, swap_ab)
     epilogue_offset = (stages_end + 1023) // 1024 * 1024
-    epilogue = block_m * block_n * OUT_BYTES[out_dtype]
+    epilogue = 0 if swap_ab else block_m * block_n * OUT_BYTES[out_dtype]
     return epilogue_offset + epilogue + 2 * stages * 8 + 1024
 
 
 def stages_that_fit(block_m: int, block_n: int, out_dtype: str = "bfloat16",
-                    limit: int = SM90_SMEM_BYTES) -> int:
+                    limit: int = SM90_SMEM_BYTES, swap_ab: bool = False) -> int:
     """Most pipeline stages (at most ``MAX_STAGES``) that fit beside the epilogue; 0 if not even 2 fit."""
     best = 0
     for stages in range(2, MAX_STAGES + 1):
-        if shared_memory_bytes(block_m, block_n, stages, out_dtype) <= limit:
+        if shared_memory_bytes(block_m, block_n, stages, out_dtype, swap_ab) <= limit:
             best = stages
     return best
 
@@ -103,6 +110,14 @@ def _check_tile(owner: str, block_m, block_n, stages) -> None:
         raise ValueError(f"{owner}.stages must be 0 (as many as fit) or in [2, {MAX_STAGES}], got {stages}")
 
 
+def _check_swap(owner: str, swap_ab, block_m: int | None) -> None:
+    if not isinstance(swap_ab, bool):
+        raise ValueError(f"{owner}.swap_ab must be true/false, got {swap_ab!r}")
+    if swap_ab and block_m is not None and block_m not in SWAP_BLOCK_MS:
+        raise ValueError(f"{owner}.block_m must be one of {list(SWAP_BLOCK_MS)} with swap_ab (64-row weight slabs "
+                         f"inside one 128-row weight-scale block), got {block_m}")
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelConfig:
     """Everything one compiled library is specialised for (the JIT cache key); ``stages`` >= 2."""
@@ -112,6 +127,7 @@ class KernelConfig:
     stages: int = 5
     overlap: bool = True
     out_dtype: str = "bfloat16"
+    swap_ab: bool = False
 
     def __post_init__(self) -> None:
         _check_tile("KernelConfig", self.block_m, self.block_n, self.stages)
@@ -120,17 +136,20 @@ class KernelConfig:
         if not isinstance(self.overlap, bool):
             raise ValueError(f"KernelConfig.overlap must be true/false, got {self.overlap!r}")
         require_choice("KernelConfig", "out_dtype", self.out_dtype, OUT_DTYPES)
+        _check_swap("KernelConfig", self.swap_ab, self.block_m)
 
     @property
     def name(self) -> str:
-        """Readable, file-name-safe identifier, e.g. ``sm90_128x112x128_s5_ov_bf16``."""
+        """Readable, file-name-safe identifier, e.g. ``sm90_128x112x128_s5_ov_bf16`` (``_swab`` before the
+        dtype for swap-AB)."""
         out = {"bfloat16": "bf16", "float16": "fp16"}[self.out_dtype]
         overlap = "_ov" if self.overlap else ""
-        return f"sm90_{self.block_m}x{self.block_n}x{BLOCK_K}_s{self.stages}{overlap}_{out}"
+        swap = "_swab" if self.swap_ab else ""
+        return f"sm90_{self.block_m}x{self.block_n}x{BLOCK_K}_s{self.stages}{overlap}{swap}_{out}"
 
     @property
     def shared_memory_bytes(self) -> int:
-        return shared_memory_bytes(self.block_m, self.block_n, self.stages, self.out_dtype)
+        return shared_memory_bytes(self.block_m, self.block_n, self.stages, self.out_dtype, self.swap_ab)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +161,8 @@ class Sm90Params(KernelParams):
     many as fit), ``overlap`` (promotion overlapped with the next block's
     wgmmas), ``cluster_m`` x ``cluster_n`` in {1x1, 2x1, 1x2},
     ``raster`` ("along_m" or "along_n"), ``group`` (>= 1 cluster tiles per group) and
-    ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks).
+    ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks) and ``swap_ab``
+    (D^T = B A^T for decode: ``block_m`` in {64, 128} rows of N, ``block_n`` columns of M; 1x1 clusters).
     """
 
     block_m: int = 128
@@ -154,6 +174,7 @@ class Sm90Params(KernelParams):
     raster: str = "along_m"
     group: int = 8
     splits: int = 1
+    swap_ab: bool = False
 
     def __post_init__(self) -> None:
         owner = "Sm90Params"
@@ -170,6 +191,8 @@ class Sm90Params(KernelParams):
         require_int(owner, "splits", self.splits, 1)
         if self.splits > MAX_SPLITS:
             raise ValueError(f"{owner}.splits must be in [1, {MAX_SPLITS}], got {self.splits}")
+        # The domain only: the tile and cluster swap-AB needs are the backend's ``check`` (with reasons).
+        _check_swap(owner, self.swap_ab, None)
 
     @classmethod
     def for_tile(cls, block_m: int, block_n: int, overlap: bool | None = None, **fields) -> "Sm90Params":
@@ -179,14 +202,16 @@ class Sm90Params(KernelParams):
 
     def resolved_stages(self, out_dtype: str = "bfloat16") -> int:
         """``stages``, or with 0 the most that fit (0 when none do)."""
-        return self.stages or stages_that_fit(self.block_m, self.block_n, out_dtype)
+        return self.stages or stages_that_fit(self.block_m, self.block_n, out_dtype, swap_ab=self.swap_ab)
 
     def kernel_config(self, out_dtype: str = "bfloat16") -> KernelConfig:
         """The compile-time part: what one shared library is built for (ValueError when no stages fit)."""
-        return KernelConfig(self.block_m, self.block_n, self.resolved_stages(out_dtype), self.overlap, out_dtype)
+        return KernelConfig(self.block_m, self.block_n, self.resolved_stages(out_dtype), self.overlap, out_dtype,
+                            self.swap_ab)
 
     def short(self) -> str:
-        """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K)."""
+        """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K, ``,swab`` for
+        swap-AB)."""
         return (f"{self.block_m}x{self.block_n}x{BLOCK_K},st{self.stages or 'auto'},{'ov,' if self.overlap else ''}"
                 f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}"
-                + (f",sk{self.splits}" if self.splits > 1 else ""))
+                + (f",sk{self.splits}" if self.splits > 1 else "") + (",swab" if self.swap_ab else ""))

@@ -33,6 +33,7 @@ without that file the priors below are used.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -259,8 +260,12 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
 
     Per K block a tile costs its wgmmas plus the promotion not hidden under the other consumer's wgmmas;
     split-K (``splits`` S) runs tiles x S units in rounds of floor(SMs / S) tiles, and the unit of split 0
-    reads back S - 1 fp32 partial tiles before its epilogue.
+    reads back S - 1 fp32 partial tiles before its epilogue. Swap-AB (``swap_ab``) is costed as the MMA's
+    problem D^T = B A^T, M' = N and N' = M.
     """
+    hbm_bytes = problem.min_bytes  # the same bytes either way
+    if p.get("swap_ab"):
+        problem = dataclasses.replace(problem, m=problem.n, n=problem.m)
     bm, bn = int(p.get("block_m", 128)), int(p.get("block_n", 128))
     consumers = 1 if bm == 64 else 2
     stages = int(p.get("stages", 0)) or 4
@@ -286,7 +291,7 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
         main_s = math.ceil(tiles / arch.num_sms) * (k_iters * step_s + tile_s)
     if cluster > 1:
         main_s *= c.cluster_factor
-    hbm_s = problem.min_bytes / (arch.hbm_tbps * 1e12 * c.hbm_eff)
+    hbm_s = hbm_bytes / (arch.hbm_tbps * 1e12 * c.hbm_eff)
     return c.launch_us + smooth_max(main_s, hbm_s, l2_bytes / l2_bw) * 1e6
 
 
