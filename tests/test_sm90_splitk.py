@@ -16,11 +16,12 @@ import torch
 
 from gemm.arch import get_arch
 from gemm.kernels.base import BackendUnavailable, LaunchError
-from gemm.kernels.nvcc import jit, toolchain
+from gemm.kernels.nvcc import toolchain
 from gemm.kernels.sm90 import codegen, launcher, splitk
 from gemm.kernels.sm90.backend import SEARCH_SPLITS, Sm90Backend, splitk_cost, tiles
 from gemm.kernels.sm90.params import MAX_SPLITS, KernelConfig, Sm90Params, stages_that_fit
 from gemm.problem import GemmProblem
+from sm90_builds import clean_sm90_libraries
 
 H200 = get_arch("H200")
 
@@ -265,25 +266,8 @@ def test_cpp_split_arithmetic_matches_the_python_mirror(tmp_path):
 def built_library(tmp_path_factory):
     """A real nvcc build of the configuration that once spilled in the fix-up (64x208, no overlap), and
     a 128-row one with overlap: no spills, no serialized wgmma; the first library is returned."""
-    cache = tmp_path_factory.mktemp("cache")
-    try:
-        tc = toolchain.find_toolchain()
-    except BackendUnavailable as exc:
-        pytest.skip(f"the sm90 compile test needs nvcc and the CUTLASS headers: {exc}")
-    monkey = pytest.MonkeyPatch()
-    monkey.setenv("GEMM_CACHE_DIR", str(cache))
-    try:
-        libraries = []
-        for config in (KernelConfig(64, 208, stages_that_fit(64, 208), False),
-                       KernelConfig(128, 128, stages_that_fit(128, 128), True)):
-            built = jit.build(codegen.build_spec(config), tc)
-            assert built.spill_bytes == 0, built
-            log = (built.path.parent / jit.LOG_NAME).read_text()
-            assert "C7510" not in log and "C7514" not in log, "ptxas serialized the wgmma instructions"
-            libraries.append((config, launcher.Sm90Library(built.path)))
-    finally:
-        monkey.undo()
-    return libraries
+    return clean_sm90_libraries(tmp_path_factory, [KernelConfig(64, 208, stages_that_fit(64, 208), False),
+                                                   KernelConfig(128, 128, stages_that_fit(128, 128), True)])
 
 
 @pytest.mark.nvcc

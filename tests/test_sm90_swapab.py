@@ -22,6 +22,7 @@ from gemm.kernels.sm90 import codegen, launcher, splitk
 from gemm.kernels.sm90.backend import Sm90Backend, mma_problem
 from gemm.kernels.sm90.params import KernelConfig, Sm90Params, shared_memory_bytes, stage_bytes, stages_that_fit
 from gemm.problem import GemmProblem
+from sm90_builds import clean_sm90_libraries
 from gemm.tuner.model import roofline
 
 H200 = get_arch("H200")
@@ -159,25 +160,8 @@ def test_cost_model_times_the_swapped_problem():
 @pytest.fixture(scope="module")
 def swap_libraries(tmp_path_factory):
     """Real nvcc builds of two swap-AB instantiations (64x32 with overlap, 128x16 without; bf16)."""
-    cache = tmp_path_factory.mktemp("cache")
-    try:
-        tc = toolchain.find_toolchain()
-    except BackendUnavailable as exc:
-        pytest.skip(f"the sm90 compile test needs nvcc and the CUTLASS headers: {exc}")
-    monkey = pytest.MonkeyPatch()
-    monkey.setenv("GEMM_CACHE_DIR", str(cache))
-    try:
-        libraries = []
-        for params in (swap(64, 32), swap(128, 16, overlap=False)):
-            config = params.kernel_config()
-            built = jit.build(codegen.build_spec(config), tc)
-            assert built.spill_bytes == 0, built
-            log = (built.path.parent / jit.LOG_NAME).read_text()
-            assert "C7510" not in log and "C7514" not in log, "ptxas serialized the wgmma instructions"
-            libraries.append((config, launcher.Sm90Library(built.path)))
-    finally:
-        monkey.undo()
-    return libraries
+    return clean_sm90_libraries(tmp_path_factory,
+                                [swap(64, 32).kernel_config(), swap(128, 16, overlap=False).kernel_config()])
 
 
 @pytest.mark.nvcc

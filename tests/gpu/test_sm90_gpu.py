@@ -16,10 +16,10 @@ import torch
 
 import gemm
 from graphs import capture, refill
+from sm90_support import sm90_backend
 from gemm import dispatch
 from gemm.arch import detect_arch
 from gemm.configs.naming import config_path
-from gemm.kernels.sm90.backend import Sm90Backend
 from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
 from gemm.quant import mn_major_scales, random_problem_inputs
@@ -32,11 +32,7 @@ TILES = [(64, 128), (64, 208), (128, 128), (128, 112), (128, 160), (128, 48), (2
 
 @pytest.fixture(scope="module")
 def backend():
-    b = Sm90Backend()
-    reason = b.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    return b
+    return sm90_backend()
 
 
 def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):

@@ -17,12 +17,12 @@ import torch
 
 from gemm.arch import detect_arch
 from graphs import capture, refill
+from sm90_support import checked_run, inputs, sm90_backend
 from gemm.kernels.sm90 import launcher, splitk
-from gemm.kernels.sm90.backend import Sm90Backend
 from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
 from gemm.quant import mn_major_scales, random_problem_inputs
-from gemm.reference import reference_matmul, relative_error, tolerance_for
+from gemm.reference import reference_matmul, relative_error
 
 SPLITS = (2, 3, 5, 8)
 MS = (1, 3, 17, 31, 128, 1000)
@@ -32,24 +32,7 @@ KS = (256, 512, 7168)
 
 @pytest.fixture(scope="module")
 def backend():
-    b = Sm90Backend()
-    reason = b.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    return b
-
-
-_INPUTS: dict[tuple[int, int, int], tuple] = {}
-
-
-def inputs(m, n, k):
-    """Random inputs and their fp32 reference, once per shape (the module's cases share them)."""
-    if (m, n, k) not in _INPUTS:
-        if len(_INPUTS) > 16:
-            _INPUTS.clear()
-        a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
-        _INPUTS[(m, n, k)] = (a, b, sa, sb, reference_matmul(a, b, sa, sb))
-    return _INPUTS[(m, n, k)]
+    return sm90_backend()
 
 
 def tile_for(m: int) -> tuple[int, int]:
@@ -57,18 +40,7 @@ def tile_for(m: int) -> tuple[int, int]:
 
 
 def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
-    problem = GemmProblem(m, n, k, out_dtype=out_dtype)
-    reason = backend.check(problem, params, detect_arch())
-    if reason:
-        pytest.skip(reason)
-    a, b, sa, sb, ref = inputs(m, n, k)
-    fn = backend.build(problem, params)
-    out = torch.full((m, n), float("nan"), dtype=problem.torch_out_dtype, device="cuda")
-    fn(a, b, mn_major_scales(sa) if layout == "mn" else sa, sb, out=out)
-    torch.cuda.synchronize()
-    assert not torch.isnan(out).any(), f"{params.short()}: unwritten or NaN outputs at {problem}"
-    error = relative_error(out, ref)
-    assert error < tolerance_for(problem.torch_out_dtype), f"{params.short()} at {problem}: {error:.2e}"
+    out = checked_run(backend, params, m, n, k, layout, out_dtype)
     assert_counters_zero()
     return out
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gemm.arch import detect_arch
 from graphs import capture, refill
-from gemm.kernels.sm90.backend import Sm90Backend
+from sm90_support import checked_run, inputs, sm90_backend
 from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
-from gemm.quant import mn_major_scales, random_problem_inputs
-from gemm.reference import reference_matmul, relative_error, tolerance_for
+from gemm.quant import random_problem_inputs
+from gemm.reference import reference_matmul, relative_error
 
 MS = (1, 3, 17, 31, 64)
 NS = (576, 2112, 7168)
@@ -30,24 +29,7 @@ TILES = [(64, 16), (64, 32), (128, 16), (128, 48), (64, 64)]
 
 @pytest.fixture(scope="module")
 def backend():
-    b = Sm90Backend()
-    reason = b.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    return b
-
-
-_INPUTS: dict[tuple[int, int, int], tuple] = {}
-
-
-def inputs(m, n, k):
-    """Random inputs and their fp32 reference, once per shape (the module's cases share them)."""
-    if (m, n, k) not in _INPUTS:
-        if len(_INPUTS) > 16:
-            _INPUTS.clear()
-        a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
-        _INPUTS[(m, n, k)] = (a, b, sa, sb, reference_matmul(a, b, sa, sb))
-    return _INPUTS[(m, n, k)]
+    return sm90_backend()
 
 
 def swap(block_m, block_n, **fields) -> Sm90Params:
@@ -55,18 +37,7 @@ def swap(block_m, block_n, **fields) -> Sm90Params:
 
 
 def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
-    problem = GemmProblem(m, n, k, out_dtype=out_dtype)
-    reason = backend.check(problem, params, detect_arch())
-    if reason:
-        pytest.skip(reason)
-    a, b, sa, sb, ref = inputs(m, n, k)
-    fn = backend.build(problem, params)
-    out = torch.full((m, n), float("nan"), dtype=problem.torch_out_dtype, device="cuda")
-    fn(a, b, mn_major_scales(sa) if layout == "mn" else sa, sb, out=out)
-    torch.cuda.synchronize()
-    assert not torch.isnan(out).any(), f"{params.short()}: unwritten or NaN outputs at {problem}"
-    error = relative_error(out, ref)
-    assert error < tolerance_for(problem.torch_out_dtype), f"{params.short()} at {problem}: {error:.2e}"
+    out = checked_run(backend, params, m, n, k, layout, out_dtype)
     return out
 
 
