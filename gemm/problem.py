@@ -83,6 +83,10 @@ class GemmProblem:
     def with_m(self, m: int) -> "GemmProblem":
         return GemmProblem(m, self.n, self.k, self.block_n, self.block_k, self.out_dtype)
 
+    def transposed(self) -> "GemmProblem":
+        """The sizes of D^T = B A^T (M and N exchanged), what a swap-AB kernel's MMA computes."""
+        return GemmProblem(self.n, self.m, self.k, self.block_n, self.block_k, self.out_dtype)
+
     def __str__(self) -> str:
         return f"M={self.m} N={self.n} K={self.k}"
 

@@ -168,9 +168,10 @@ def phase_time(args) -> None:
     for n, k in TIME_SHAPES:
         for m in TIME_M:
             problem = GemmProblem(m, n, k)
-            if args.few_tiles and not any(p.splits > 1 for p in time_candidates(backend, problem, num_sms)):
+            candidates = time_candidates(backend, problem, num_sms, args.swap_ab)
+            if args.few_tiles and not any(p.splits > 1 and not p.swap_ab for p in candidates):
                 continue
-            if args.swap_ab and not any(p.swap_ab for p in time_candidates(backend, problem, num_sms, True)):
+            if args.swap_ab and not any(p.swap_ab for p in candidates):
                 continue
             base = random_problem_inputs(m, n, k, device="cuda")
             ref = reference_matmul(*base)
@@ -189,7 +190,7 @@ def phase_time(args) -> None:
             best = None
             best_data_parallel = None
             best_plain = None  # without swap-AB
-            for params in time_candidates(backend, problem, num_sms, args.swap_ab):
+            for params in candidates:
                 try:
                     fn = backend.build(problem, params)
                     err, nan = run_checked(fn, *base, ref)

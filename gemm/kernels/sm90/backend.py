@@ -21,7 +21,6 @@ few timings, not yet fitted: sweep this backend with ``--prune none`` first.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Iterable
 
@@ -56,7 +55,7 @@ SWAP_BLOCK_NS = (16, 32, 48, 64)
 
 def mma_problem(problem: GemmProblem, swap_ab: bool) -> GemmProblem:
     """The problem the MMA computes: ``problem``, or with swap-AB D^T's (M' = N weight rows, N' = M tokens)."""
-    return dataclasses.replace(problem, m=problem.n, n=problem.m) if swap_ab else problem
+    return problem.transposed() if swap_ab else problem
 
 
 def tiles(problem: GemmProblem, block_m: int, block_n: int) -> int:

@@ -33,7 +33,6 @@ without that file the priors below are used.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -265,7 +264,7 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
     """
     hbm_bytes = problem.min_bytes  # the same bytes either way
     if p.get("swap_ab"):
-        problem = dataclasses.replace(problem, m=problem.n, n=problem.m)
+        problem = problem.transposed()
     bm, bn = int(p.get("block_m", 128)), int(p.get("block_n", 128))
     consumers = 1 if bm == 64 else 2
     stages = int(p.get("stages", 0)) or 4
