@@ -53,6 +53,10 @@ TP8_ARGS=${TP8_ARGS:---preset deepseek-v3-tp8}
 M_ARGS=${M_ARGS:---m-extra 8192}
 TUNE_EXTRA_ARGS=${TUNE_EXTRA_ARGS:-}
 START=$(date +%s)
+if [ -n "${SEED_LOGS:-}" ] && [ ! -d "$SEED_LOGS" ]; then
+    echo "tune_engine_files: SEED_LOGS=$SEED_LOGS is not a directory (expected a folder of <device>-<engine>-<sweep>.jsonl.gz logs)" >&2
+    exit 2
+fi
 mkdir -p "$OUT/reports" "$OUT/files"
 case " $TUNE_EXTRA_ARGS " in
     *" --interpret "*) export TRITON_INTERPRET=1 ;;

@@ -95,3 +95,10 @@ def test_a_sweep_continues_from_a_seeded_log(tmp_path, baselines):
     assert (out / "vllm" / "logs" / log_name).read_bytes()[:len(rows)] == rows  # the seeded rows, kept
     assert len((out / "vllm" / "logs" / log_name).read_bytes().splitlines()) == row_count  # nothing redone
     assert (out / "vllm" / ".done-tp8").exists()
+
+
+def test_a_missing_seed_folder_is_refused(tmp_path, baselines):
+    result = run_script(tmp_path / "out", baselines, 500, "vllm", SEED_LOGS=str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "SEED_LOGS" in result.stderr and "not a directory" in result.stderr
+    assert not (tmp_path / "out" / "vllm").exists()  # refused before any sweep
