@@ -3,7 +3,8 @@
     python scripts/ablate_sm90.py --shape 4096,7168,7168 --out DIR LIB.so [LIB.so ...]
 
 Each library is a ``kernel.cu`` of ``gemm.kernels.sm90.codegen`` compiled by hand with the ablation macro
-(0: the real kernel, 1: no promotion, 2: no loads after the first ring of stages, 3: both) or another
+(0: the real kernel, 1: no promotion, 2: no loads after the first ring of stages, 4: no scale loads; bits
+combine) or another
 experiment's flags. Results of ablated builds are wrong by design: the relative error is printed only for
 libraries whose file name contains ``_a0`` (real builds). Times are CUDA-graph replays over cold-L2 copies
 (median), each next to cuBLAS per-tensor FP8 timed in the same process, since runs of separate processes
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 FIELDS = ("library", "cluster", "layout", "us", "tflops", "cublas_us", "speed_vs_cublas", "rel_error", "status")
 
 
-def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layouts: list[str]) -> list[dict]:
+def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layouts: list[str],
+             splits: int = 1) -> list[dict]:
     """Rows of one library, timed in this process (the child's side)."""
     import torch
 
@@ -59,7 +61,8 @@ def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layou
     flops = 2 * m * n * k
     rows = []
     for cluster_m in clusters:
-        params = Sm90Params(block_m=128, block_n=128, cluster_m=cluster_m)  # only the run-time fields matter
+        # Only the run-time fields matter (and swap_ab, which must match the library's).
+        params = Sm90Params(block_m=128, block_n=128, cluster_m=cluster_m, splits=splits, swap_ab=library.swap_ab)
         fn = make_gemm_fn(library, problem, params)
         error = relative_error(fn(*base), ref) if ref is not None else float("nan")
         for layout, arg_sets in (("row", sets), ("mn", mn_sets)):
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--shape", default="4096,7168,7168", help="M,N,K")
     parser.add_argument("--clusters", default="1,2", help="cluster_m values to time (comma-separated)")
     parser.add_argument("--layouts", default="row,mn", help="activation-scale layouts to time: row, mn")
+    parser.add_argument("--splits", type=int, default=1, help="split-K count of every launch (default 1)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per library (default 60)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/ablate_sm90"), help="output directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -94,17 +98,19 @@ def main() -> None:
         clusters = [int(c) for c in args.clusters.split(",")]
     except ValueError:
         parser.error("--shape takes M,N,K and --clusters a comma-separated list of integers")
+    if args.splits < 1:
+        parser.error(f"--splits takes a positive integer, got {args.splits}")
     if len(shape) != 3 or min(shape) <= 0:
         parser.error(f"--shape takes three positive integers M,N,K, got {args.shape!r}")
     layouts = args.layouts.split(",")
     if args.child:  # one library, rows as JSON lines on stdout
-        for row in time_one(args.libraries[0], shape, clusters, layouts):
+        for row in time_one(args.libraries[0], shape, clusters, layouts, args.splits):
             print(json.dumps(row), flush=True)
         return
     rows: list[dict] = []
     for path in args.libraries:
         command = [sys.executable, __file__, str(path), "--child", "--shape", args.shape, "--clusters",
-                   args.clusters, "--layouts", args.layouts]
+                   args.clusters, "--layouts", args.layouts, "--splits", str(args.splits)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
             found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -4,6 +4,7 @@
     python scripts/check_sm90_gpu.py time --out DIR         # tiles (and split-K at few tiles) vs cuBLAS per-tensor
     python scripts/check_sm90_gpu.py time --few-tiles       # only the points with split-K candidates
     python scripts/check_sm90_gpu.py time --swap-ab         # also swap-AB candidates (M <= 64 points only)
+    python scripts/check_sm90_gpu.py time --swap-only --shape 4608,7168 --m 1,16   # swap-AB only, chosen points
     python scripts/check_sm90_gpu.py sanitize --out DIR     # compute-sanitizer memcheck/synccheck, small problems
     python scripts/check_sm90_gpu.py build                  # build every kernel the checks use (no GPU needed)
 
@@ -139,7 +140,7 @@ def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 1
                     swap_ab: bool = False) -> list[Sm90Params]:
     """Tiles x clusters x overlap, plus every split count the backend offers a tile shape of few tiles
     (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only), plus
-    with ``swap_ab`` the swap-AB candidates the gated space would offer (``Sm90Backend.swap_ab_space``)."""
+    with ``swap_ab`` the swap-AB candidates of the space (``Sm90Backend.swap_ab_space``)."""
     out = []
     if swap_ab:
         arch = dataclasses.replace(get_arch("H200"), num_sms=num_sms)
@@ -165,13 +166,15 @@ def phase_time(args) -> None:
     one = torch.ones((), device="cuda")
     rows = []
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    for n, k in TIME_SHAPES:
-        for m in TIME_M:
+    for n, k in args.shapes or TIME_SHAPES:
+        for m in args.ms or TIME_M:
             problem = GemmProblem(m, n, k)
-            candidates = time_candidates(backend, problem, num_sms, args.swap_ab)
+            candidates = time_candidates(backend, problem, num_sms, args.swap_ab or args.swap_only)
+            if args.swap_only:
+                candidates = [p for p in candidates if p.swap_ab]
             if args.few_tiles and not any(p.splits > 1 and not p.swap_ab for p in candidates):
                 continue
-            if args.swap_ab and not any(p.swap_ab for p in candidates):
+            if (args.swap_ab or args.swap_only) and not any(p.swap_ab for p in candidates):
                 continue
             base = random_problem_inputs(m, n, k, device="cuda")
             ref = reference_matmul(*base)
@@ -301,6 +304,28 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def shape_arg(text: str) -> tuple[int, int]:
+    """``N,K`` as two positive integers (argparse type)."""
+    try:
+        n, k = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,K (two integers), got {text!r}") from None
+    if n <= 0 or k <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive N,K, got {text!r}")
+    return n, k
+
+
+def m_list_arg(text: str) -> list[int]:
+    """``M[,M...]`` as positive integers (argparse type)."""
+    try:
+        ms = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if min(ms) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive M values, got {text!r}")
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phases", nargs="+", choices=["build", "correct", "time", "sanitize"])
@@ -309,6 +334,12 @@ def main() -> None:
                         help="time: only the points where some tile shape gets split-K candidates")
     parser.add_argument("--swap-ab", action="store_true",
                         help="time: add swap-AB candidates and keep only the points that get some (M <= 64)")
+    parser.add_argument("--swap-only", action="store_true",
+                        help="time: only the swap-AB candidates (and cuBLAS), at M <= 64")
+    parser.add_argument("--shape", dest="shapes", action="append", type=shape_arg, metavar="N,K",
+                        help="time: this weight shape instead of the default set (repeatable)")
+    parser.add_argument("--m", dest="ms", type=m_list_arg, metavar="M[,M...]",
+                        help=f"time: these M instead of {','.join(map(str, TIME_M))}")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for phase in args.phases:

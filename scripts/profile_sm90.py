@@ -4,7 +4,8 @@
         python scripts/profile_sm90.py --shape 4096,7168,7168 --params 128x128,128x192:ov=0
 
 Each ``--params`` item is ``BMxBN`` with optional ``:key=value`` fields of ``Sm90Params``
-(``ov`` for overlap, ``cm``/``cn`` for the cluster, ``sk`` for splits, e.g. ``64x96:sk=3``). Every launch is
+(``ov`` for overlap, ``cm``/``cn`` for the cluster, ``sk`` for splits, ``sw`` for swap-AB, e.g. ``64x96:sk=3``,
+``64x16:sw=1:sk=4``). Every launch is
 checked against the reference first.
 """
 
@@ -24,7 +25,8 @@ from gemm.problem import GemmProblem  # noqa: E402
 from gemm.quant import random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
 
-ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n", "sk": "splits"}
+ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n", "sk": "splits", "sw": "swap_ab"}
+BOOLEAN_FIELDS = ("overlap", "swap_ab")
 
 
 def parse_params(text: str) -> Sm90Params:
@@ -34,7 +36,7 @@ def parse_params(text: str) -> Sm90Params:
     for field in fields:
         key, value = field.split("=")
         key = ALIASES.get(key, key)
-        values[key] = bool(int(value)) if key == "overlap" else (value if key == "raster" else int(value))
+        values[key] = bool(int(value)) if key in BOOLEAN_FIELDS else (value if key == "raster" else int(value))
     return Sm90Params.for_tile(block_m, block_n, **values)
 
 

@@ -1,8 +1,8 @@
 """Swap-AB of the project's Hopper kernel (``Sm90Params.swap_ab``) without a GPU.
 
 Params and ``KernelConfig`` validation, ``check`` reasons for every refused swap combination, the
-compile-time identity (library name, cache key, generated source), the shared-memory mirror, the gated
-search space and the default, the cost model's swapped problem, and nvcc builds of two swap-AB
+compile-time identity (library name, cache key, generated source), the shared-memory mirror, the search
+space (swap-AB at M <= 64 only) and the default, the cost model's swapped problem, and nvcc builds of two swap-AB
 instantiations (no spills, no serialized wgmma; the C ABI reports swap-AB, the shared memory and stages
 Python computed, the split-K workspace of the swapped problem, and refuses clusters before touching the
 device). The GPU tests are ``tests/gpu/test_sm90_swapab_gpu.py``.
@@ -114,23 +114,14 @@ def test_split_k_workspace_of_the_swapped_problem():
 
 # ----------------------------------------------------------------------------- space, default, model
 
-@pytest.mark.parametrize("m,n,k", DECODE + [(128, 2112, 7168), (1024, 4608, 7168)])
-def test_space_has_no_swap_candidate_while_gated(m, n, k):
-    assert sm90_backend.SWAP_AB_IN_SPACE is False  # enable once tests/gpu/test_sm90_swapab_gpu.py has passed
-    backend = Sm90Backend()
-    problem = GemmProblem(m, n, k)
-    assert not any(p.swap_ab for p in backend.param_space(problem, H200))
-    assert not backend.default_params(problem, H200).swap_ab
-
-
-@pytest.mark.parametrize("m,n,k", DECODE + [(65, 2112, 7168), (1024, 4608, 7168)])
-def test_space_offers_swap_at_small_m_when_enabled(monkeypatch, m, n, k):
-    monkeypatch.setattr(sm90_backend, "SWAP_AB_IN_SPACE", True)
+@pytest.mark.parametrize("m,n,k", DECODE + [(65, 2112, 7168), (128, 2112, 7168), (1024, 4608, 7168)])
+def test_space_offers_swap_at_small_m_only(m, n, k):
     backend = Sm90Backend()
     problem = GemmProblem(m, n, k)
     space = list(backend.param_space(problem, H200))
     swapped = [p for p in space if p.swap_ab]
     assert len(space) == len(set(space))
+    assert not backend.default_params(problem, H200).swap_ab  # no measured rule for when it wins yet
     if m > sm90_backend.SWAP_MAX_M:
         assert not swapped
         return
@@ -139,10 +130,10 @@ def test_space_offers_swap_at_small_m_when_enabled(monkeypatch, m, n, k):
     assert tiles == {(bm, bn) for bm in (64, 128) for bn in (16, 32, 48, 64) if bn <= covering}
     assert all(backend.check(problem, p, H200) is None for p in swapped)
     assert all((p.cluster_m, p.cluster_n) == (1, 1) for p in swapped)
-    assert not backend.default_params(problem, H200).swap_ab  # the default waits for the GPU tests
-    # The non-swap candidates are the gated space's, in the same order.
-    monkeypatch.setattr(sm90_backend, "SWAP_AB_IN_SPACE", False)
-    assert [p for p in space if not p.swap_ab] == list(backend.param_space(problem, H200))
+    # Swap-AB candidates come last, after every candidate of the data-parallel and split-K kernels.
+    first_swap = next(i for i, p in enumerate(space) if p.swap_ab)
+    assert all(p.swap_ab for p in space[first_swap:])
+    assert space[first_swap:] == list(backend.swap_ab_space(problem, H200))
 
 
 def test_cost_model_times_the_swapped_problem():

@@ -13,8 +13,10 @@ the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
 least ``splitk_cost``, a documented heuristic.
 
 Swap-AB (``swap_ab``, for decode) computes D^T = B A^T: the weights fill the wgmma's 64-row side and the
-tokens its 16..64 columns. It has not run on a GPU yet, so the space offers it only when
-``SWAP_AB_IN_SPACE`` is set, and ``default_params`` never picks it. The tuner ranks candidates with
+tokens its 16..64 columns. The space offers it at M <= ``SWAP_MAX_M`` (``swap_ab_space``); measured on the
+H200 it beats every other candidate of this backend at M <= 32 on most DeepSeek shapes, but not the wide
+(36864, 7168) nor most M = 64 points, and no rule for that is fitted yet, so ``default_params`` never picks
+it. The tuner ranks candidates with
 ``gemm.tuner.model.roofline.sm90_us``, whose coefficients are priors set from a
 few timings, not yet fitted: sweep this backend with ``--prune none`` first.
 """
@@ -46,8 +48,6 @@ SPLIT_TILES_BELOW = 0.5
 #: tile, and of the counter hand-off (store, release, acquire) per launch; guesses, not measurements.
 SPLIT_SLOT_BLOCKS = 1.0
 SPLIT_FIXED_BLOCKS = 2.0
-#: Swap-AB candidates in ``param_space``: enable once tests/gpu/test_sm90_swapab_gpu.py has passed on a GPU.
-SWAP_AB_IN_SPACE = False
 #: Largest M the space offers swap-AB at, and the token tiles (BLOCK_N) it tries there.
 SWAP_MAX_M = 64
 SWAP_BLOCK_NS = (16, 32, 48, 64)
@@ -193,14 +193,12 @@ class Sm90Backend(Backend):
                                                   raster=raster, group=DEFAULT_GROUP)
                 for splits in self.split_counts(problem, block_m, block_n, arch.num_sms):
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits)
-        if SWAP_AB_IN_SPACE:
-            yield from self.swap_ab_space(problem, arch)
+        yield from self.swap_ab_space(problem, arch)
 
     def swap_ab_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
         """Swap-AB candidates at M <= ``SWAP_MAX_M`` (none above): ``SWAP_BLOCK_MS`` weight rows x token tiles
         of ``SWAP_BLOCK_NS`` up to M rounded up to 16 (the smallest that covers M, and narrower ones that split
-        it), 1x1 clusters, with split-K where the tiles fill few SMs. Not in ``param_space`` unless
-        ``SWAP_AB_IN_SPACE``."""
+        it), 1x1 clusters, with split-K where the tiles fill few SMs; ``param_space`` ends with them."""
         if problem.m > SWAP_MAX_M:
             return
         mma = mma_problem(problem, True)

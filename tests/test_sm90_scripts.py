@@ -1,0 +1,64 @@
+"""The Hopper kernel's GPU scripts, without a GPU: their argument parsing and the candidates they time."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from script_modules import SCRIPTS, load_script
+from gemm.kernels.sm90.backend import Sm90Backend
+from gemm.problem import GemmProblem
+
+
+@pytest.fixture(scope="module")
+def check_script():
+    return load_script("check_sm90_gpu")
+
+
+def test_check_script_parses_shapes_and_m_lists(check_script):
+    assert check_script.shape_arg("4608,7168") == (4608, 7168)
+    assert check_script.m_list_arg("1,16,64") == [1, 16, 64]
+    for text in ("4608", "4608,x", "4608,7168,1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected N,K"):
+            check_script.shape_arg(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected positive N,K"):
+        check_script.shape_arg("0,7168")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected positive M values"):
+        check_script.m_list_arg("1,0")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected comma-separated integers"):
+        check_script.m_list_arg("1,a")
+
+
+def test_check_script_times_swap_candidates_only_at_small_m(check_script):
+    backend = Sm90Backend()
+    small = check_script.time_candidates(backend, GemmProblem(16, 2112, 7168), 132, swap_ab=True)
+    swapped = [p for p in small if p.swap_ab]
+    assert swapped and len(swapped) < len(small)  # the plain candidates are timed beside them
+    assert {p.block_n for p in swapped} == {16}  # token tiles up to M rounded up to 16
+    assert any(p.splits > 1 for p in swapped)
+    large = check_script.time_candidates(backend, GemmProblem(128, 2112, 7168), 132, swap_ab=True)
+    assert not any(p.swap_ab for p in large)
+
+
+def test_check_script_refuses_a_bad_shape_without_a_traceback():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "check_sm90_gpu.py"), "time", "--shape", "4608"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "argument --shape: expected N,K" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_profile_script_reads_swap_ab_and_splits():
+    profile = load_script("profile_sm90")
+    params = profile.parse_params("64x16:sw=1:sk=4")
+    assert params.swap_ab is True and params.splits == 4 and (params.block_m, params.block_n) == (64, 16)
+    assert profile.parse_params("128x128:ov=0").overlap is False
+    assert profile.parse_params("128x128").swap_ab is False
+
+
+def test_ablate_script_refuses_a_bad_split_count():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "ablate_sm90.py"), "lib.so", "--splits", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--splits takes a positive integer, got 0" in done.stderr
