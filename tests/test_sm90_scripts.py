@@ -62,3 +62,40 @@ def test_ablate_script_refuses_a_bad_split_count():
     done = subprocess.run([sys.executable, str(SCRIPTS / "ablate_sm90.py"), "lib.so", "--splits", "0"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--splits takes a positive integer, got 0" in done.stderr
+
+
+NCU_SOURCE_CSV = '''"Kernel Name","kernel_a(Args)",
+"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed","stall_barrier","stall_long_sb","stall_barrier (Not Issued)"
+"0x10","      WARPGROUP.DEPBAR.LE gsb0, 0x0","6","10","6","0","6"
+"0x20","      SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR28], R88","3","10","1","2","1"
+"0x30","      FFMA R1, R2, R3, R1","1","10","0","0","0"
+"Kernel Name","kernel_b(Args)",
+"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed","stall_barrier","stall_long_sb","stall_barrier (Not Issued)"
+"0x10","      QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR16], R24","4","10","0","4","0"
+'''
+
+
+def test_ncu_stalls_groups_samples_per_kernel_and_class(tmp_path, capsys):
+    stalls = load_script("ncu_stalls")
+    path = tmp_path / "prof_sass.csv"
+    path.write_text(NCU_SOURCE_CSV)
+    a, b = stalls.read_source_csv(path)
+    assert (a.name, a.total, b.name, b.total) == ("kernel_a(Args)", 10, "kernel_b(Args)", 4)
+    assert a.by_class == {"wgmma wait": 6, "mbarrier wait": 3, "ffma/fmul": 1}
+    assert a.by_reason == {"barrier": 7, "long_sb": 2}  # the "(Not Issued)" columns are not counted twice
+    assert b.by_class == {"wgmma": 4}
+    assert stalls.main([str(path), "--top", "1", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "wgmma wait 60.0%" in printed and "mbarrier wait 30.0%" in printed
+    rows = (tmp_path / "o" / "stalls.csv").read_text().splitlines()
+    assert rows[0] == "kernel,instruction_class,samples,share" and len(rows) == 1 + 3 + 1
+
+
+def test_ncu_stalls_refuses_files_without_sass_rows(tmp_path, capsys):
+    stalls = load_script("ncu_stalls")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("a,b\n1,2\n")
+    assert stalls.main([str(empty)]) == 2
+    assert "no kernel with SASS rows" in capsys.readouterr().err
+    assert stalls.main([str(tmp_path / "missing.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
