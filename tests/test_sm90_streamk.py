@@ -226,6 +226,21 @@ HOST_PROGRAM = r"""
 #include "fp8_gemm_streamk.cuh"
 using namespace gemm_sm90;
 int main(int argc, char** argv) {
+  // the multiply-high division of the unit function, against `/`, over divisors and dividends < 2^31
+  int const xs[] = {0, 1, 2, 3, 127, 128, 131, 1000, 65535, 65536, 1 << 20, 123456789, 2147483646, 2147483647};
+  for (int d = 1; d <= 1200; ++d) {
+    FastDiv const f = make_fast_div(d);
+    for (int x : xs)
+      if (fast_div(f, x) != x / d) printf("BAD div %d / %d\n", x, d);
+    for (int x = 0; x < 4 * d + 3; ++x)
+      if (fast_div(f, x) != x / d) printf("BAD div %d / %d\n", x, d);
+  }
+  int const big[] = {65535, 65536, 1 << 20, 1000003, 1 << 30, 2147483647};
+  for (int d : big) {
+    FastDiv const f = make_fast_div(d);
+    for (int x : xs)
+      if (fast_div(f, x) != x / d) printf("BAD div %d / %d\n", x, d);
+  }
   int t, kb, r;
   while (scanf("%d %d %d", &t, &kb, &r) == 3) {
     StreamKPlan const p = streamk_plan(r, t, kb);

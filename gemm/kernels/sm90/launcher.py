@@ -208,12 +208,13 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     index = device_index(device, "Hopper kernels")
     library.prepare(index)
     out_dtype = problem.torch_out_dtype
-    sizes = library.workspace_sizes(m, n, k, run_options(params))
     options_by_device: dict[int, RunOptions] = {}
 
     def options_for(index_: int) -> RunOptions:
         options = options_by_device.get(index_)
         if options is None:
+            with torch.cuda.device(index_):  # stream-K's sizes depend on that device's SM count (the grid)
+                sizes = library.workspace_sizes(m, n, k, run_options(params))
             workspace = splitk_workspace(index_, *sizes) if params.splits > 1 or params.stream_k else None
             options = options_by_device[index_] = run_options(params, workspace=workspace)
         return options
