@@ -78,8 +78,9 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
   // Work unit u of this cluster (u = cluster_index(...), += cluster_count(...); work_unit in
   // fp8_gemm_splitk.cuh, streamk_unit in fp8_gemm_streamk.cuh).
   auto unit_of = [&](int u, WorkUnit& w) {
-    if (args.stream.enabled) return streamk_unit(args.stream, args.k_blocks, cluster_count(args.cluster_size), u, w);
-    return work_unit(args.split, args.cluster_tiles, args.k_blocks, cluster_count(args.cluster_size), u, w);
+    int const clusters = cluster_count(args.cluster_size);
+    if (args.stream.enabled) return streamk_unit(args.stream, args.k_blocks, clusters, u, w);
+    return work_unit(args.split, args.cluster_tiles, args.k_blocks, clusters, u, w);
   };
 
   if (warp_group == 0) {
@@ -109,75 +110,76 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       // The walk is instantiated once per schedule (below): one loop that chose its schedule per unit made
       // ptxas spill the loop counter in this 40-register warp.
       auto produce = [&](auto const& next_unit) {
-      for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
-        WorkUnit w;
-        if (!next_unit(u, w)) continue;
-        int m_block, n_block;
-        tile_of(w.tile, m_block, n_block);
-        int const m0 = m_block * T::kBlockM;
-        int const n0 = n_block * T::kBlockN;
-        // The tile's first weight-scale block: along the MMA's N (columns), with swap-AB along its M (rows).
-        int const first_scale_block = (T::kSwapAB ? m0 : n0) / kScaleBlock;
-        // Activation scales follow the tokens: the MMA's rows, with swap-AB its columns.
-        int const sfa0 = T::kSwapAB ? n0 : m0;
-        float const* sfb_src = args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
-        for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
-          empty[stage].wait(phase ^ 1);
-          uint64_t* bar = reinterpret_cast<uint64_t*>(&full[stage]);
+        for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
+          WorkUnit w;
+          if (!next_unit(u, w)) continue;
+          int m_block, n_block;
+          tile_of(w.tile, m_block, n_block);
+          int const m0 = m_block * T::kBlockM;
+          int const n0 = n_block * T::kBlockN;
+          // The tile's first weight-scale block: along the MMA's N (columns), with swap-AB along its M (rows).
+          int const first_scale_block = (T::kSwapAB ? m0 : n0) / kScaleBlock;
+          // Activation scales follow the tokens: the MMA's rows, with swap-AB its columns.
+          int const sfa0 = T::kSwapAB ? n0 : m0;
+          float const* sfb_src =
+              args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
+          for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
+            empty[stage].wait(phase ^ 1);
+            uint64_t* bar = reinterpret_cast<uint64_t*>(&full[stage]);
 #if GEMM_SM90_ABLATE & 2
-          if (++issued > T::kStages) {
-            if (lane == 0) full[stage].arrive();
+            if (++issued > T::kStages) {
+              if (lane == 0) full[stage].arrive();
+              cutlass::arch::cpasync_barrier_arrive_noinc(bar);
+              if (++stage == T::kStages) {
+                stage = 0;
+                phase ^= 1;
+              }
+              continue;
+            }
+#endif
+            if (lane == 0) {
+              full[stage].arrive_and_expect_tx(stage_tx);
+              uint8_t* a_dst = smem_a + stage * T::kABytes + a_offset * kBlockK;
+              uint8_t* b_dst = smem_b + stage * T::kBBytes + b_offset * kBlockK;
+              if (args.cluster_n > 1) {
+                cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_a, bar, pair_mask, kHint, a_dst, kb * kBlockK,
+                                                       m0 + a_offset);
+              } else {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_a, bar, kHint, a_dst, kb * kBlockK, m0);
+              }
+              if (args.cluster_m > 1) {
+                cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_b, bar, pair_mask, kHint, b_dst, kb * kBlockK,
+                                                       n0 + b_offset);
+              } else {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
+              }
+              if (args.sfa_mn_major) {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
+              }
+            }
+#if !(GEMM_SM90_ABLATE & 4)
+            if (lane < T::kScaleSlots) {
+              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(sfb_src[kb], smem_sfb[stage * T::kSfbFloats + lane]);
+            }
+            if (!args.sfa_mn_major) {
+#pragma unroll
+              for (int r = lane; r < T::kSfaFloats; r += 32) {
+                // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
+                // the clipped stores make it harmless.
+                // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
+                int const token = min(sfa0 + r, (T::kSwapAB ? args.n : args.m) - 1);
+                float const* src = args.sfa + size_t(token) * args.sfa_ld + kb;
+                cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kSfaStride + r]);
+              }
+            }
+#endif
             cutlass::arch::cpasync_barrier_arrive_noinc(bar);
             if (++stage == T::kStages) {
               stage = 0;
               phase ^= 1;
             }
-            continue;
-          }
-#endif
-          if (lane == 0) {
-            full[stage].arrive_and_expect_tx(stage_tx);
-            uint8_t* a_dst = smem_a + stage * T::kABytes + a_offset * kBlockK;
-            uint8_t* b_dst = smem_b + stage * T::kBBytes + b_offset * kBlockK;
-            if (args.cluster_n > 1) {
-              cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_a, bar, pair_mask, kHint, a_dst, kb * kBlockK,
-                                                     m0 + a_offset);
-            } else {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_a, bar, kHint, a_dst, kb * kBlockK, m0);
-            }
-            if (args.cluster_m > 1) {
-              cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_b, bar, pair_mask, kHint, b_dst, kb * kBlockK,
-                                                     n0 + b_offset);
-            } else {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
-            }
-            if (args.sfa_mn_major) {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
-            }
-          }
-#if !(GEMM_SM90_ABLATE & 4)
-          if (lane < T::kScaleSlots) {
-            cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(sfb_src[kb], smem_sfb[stage * T::kSfbFloats + lane]);
-          }
-          if (!args.sfa_mn_major) {
-#pragma unroll
-            for (int r = lane; r < T::kSfaFloats; r += 32) {
-              // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
-              // the clipped stores make it harmless.
-              // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
-              int const token = min(sfa0 + r, (T::kSwapAB ? args.n : args.m) - 1);
-              float const* src = args.sfa + size_t(token) * args.sfa_ld + kb;
-              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kSfaStride + r]);
-            }
-          }
-#endif
-          cutlass::arch::cpasync_barrier_arrive_noinc(bar);
-          if (++stage == T::kStages) {
-            stage = 0;
-            phase ^= 1;
           }
         }
-      }
       };
       if (args.stream.enabled) {
         produce([&](int u, WorkUnit& w) {

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from gemm.kernels.sm90.params import consumers
 
-#: What a unit does after its K loop (``StreamKRole`` in ``fp8_gemm_streamk.cuh``).
+#: What a unit does after its K loop (``FixUpRole`` in ``fp8_gemm_splitk.cuh``, packed by ``streamk_unit``).
 WHOLE_TILE, PUBLISH, FIX_UP = 0, 1, 2
 
 
