@@ -1,8 +1,9 @@
 """GPU check of the Hopper kernel (backend "sm90"): correctness, then a quick timing against cuBLAS.
 
     python scripts/check_sm90_gpu.py correct --out DIR      # ragged set x tiles x clusters x scale layouts x splits
-    python scripts/check_sm90_gpu.py time --out DIR         # tiles (and split-K at few tiles) vs cuBLAS per-tensor
-    python scripts/check_sm90_gpu.py time --few-tiles       # only the points with split-K candidates
+                                                            # (and stream-K)
+    python scripts/check_sm90_gpu.py time --out DIR         # tiles (split-K, stream-K at few tiles) vs cuBLAS
+    python scripts/check_sm90_gpu.py time --few-tiles       # only the points with split-K / stream-K candidates
     python scripts/check_sm90_gpu.py time --swap-ab         # also swap-AB candidates (M <= 64 points only)
     python scripts/check_sm90_gpu.py time --swap-only --shape 4608,7168 --m 1,16   # swap-AB only, chosen points
     python scripts/check_sm90_gpu.py sanitize --out DIR     # compute-sanitizer memcheck/synccheck, small problems
@@ -47,6 +48,9 @@ TIME_M = [16, 128, 1024, 8192]
 SPLIT_RAGGED = [(1, 512, 7168), (3, 576, 7168), (17, 2112, 512), (31, 2112, 7168), (128, 2112, 7168),
                 (1000, 512, 7168), (100, 576, 256), (257, 4608, 2304)]
 SPLIT_COUNTS = (2, 3, 5, 8)
+#: Stream-K cases of ``correct`` beyond the split-K shapes: several waves of tiles, so the hybrid schedule
+#: runs data-parallel rounds before the stream-K ones (and K of one, two and many blocks).
+STREAM_RAGGED = SPLIT_RAGGED + [(1000, 7168, 7168), (520, 7168, 2304), (1000, 4608, 256), (257, 7168, 128)]
 
 
 def run_checked(fn, a, b, sa, sb, ref) -> tuple[float, bool]:
@@ -104,6 +108,14 @@ def phase_correct(args) -> None:
                 cases.append((Sm90Params.for_tile(128, 128, cluster_m=cm, cluster_n=cn, splits=splits), (m, n, k),
                               "row"))
             cases.append((Sm90Params.for_tile(64, 96, raster="along_n", group=3, splits=splits), (m, n, k), "mn"))
+    for m, n, k in STREAM_RAGGED:  # stream-K: tiles x scale layouts, overlap off, a tile order, swap-AB
+        for bm, bn in [(64, 128), (64, 208), (128, 112), (128, 128), (256, 96)]:
+            for layout in ("row", "mn"):
+                cases.append((Sm90Params.for_tile(bm, bn, stream_k=True), (m, n, k), layout))
+        cases.append((Sm90Params.for_tile(128, 128, overlap=False, stream_k=True), (m, n, k), "row"))
+        cases.append((Sm90Params.for_tile(64, 96, raster="along_n", group=3, stream_k=True), (m, n, k), "mn"))
+        if m <= 64:
+            cases.append((Sm90Params.for_tile(64, 32, swap_ab=True, stream_k=True), (m, n, k), "row"))
     inputs = {}
     for params, (m, n, k), layout in cases:
         problem = GemmProblem(m, n, k)
@@ -139,7 +151,8 @@ def phase_correct(args) -> None:
 def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 132,
                     swap_ab: bool = False) -> list[Sm90Params]:
     """Tiles x clusters x overlap, plus every split count the backend offers a tile shape of few tiles
-    (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only), plus
+    (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only) and for
+    those shapes stream-K (whatever ``STREAM_K_IN_SPACE`` says), plus
     with ``swap_ab`` the swap-AB candidates of the space (``Sm90Backend.swap_ab_space``)."""
     out = []
     if swap_ab:
@@ -153,7 +166,10 @@ def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 1
                             for cm, cn in ((1, 1), (2, 1), (1, 2))]
                 if overlap_fits(bm, bn):
                     variants.append(Sm90Params.for_tile(bm, bn, overlap=False))
-            variants += [Sm90Params.for_tile(bm, bn, splits=s) for s in backend.split_counts(problem, bm, bn, num_sms)]
+            counts = backend.split_counts(problem, bm, bn, num_sms)
+            variants += [Sm90Params.for_tile(bm, bn, splits=s) for s in counts]
+            if counts:
+                variants.append(Sm90Params.for_tile(bm, bn, stream_k=True))
             out += [p for p in variants if backend.check(problem, p, None) is None]
     return out
 
@@ -172,7 +188,7 @@ def phase_time(args) -> None:
             candidates = time_candidates(backend, problem, num_sms, args.swap_ab or args.swap_only)
             if args.swap_only:
                 candidates = [p for p in candidates if p.swap_ab]
-            if args.few_tiles and not any(p.splits > 1 and not p.swap_ab for p in candidates):
+            if args.few_tiles and not any((p.splits > 1 or p.stream_k) and not p.swap_ab for p in candidates):
                 continue
             if (args.swap_ab or args.swap_only) and not any(p.swap_ab for p in candidates):
                 continue
@@ -210,7 +226,8 @@ def phase_time(args) -> None:
                                  note=""))
                 if best is None or us < best[0]:
                     best = (us, params)
-                if params.splits == 1 and (best_data_parallel is None or us < best_data_parallel[0]):
+                if (params.splits == 1 and not params.stream_k
+                        and (best_data_parallel is None or us < best_data_parallel[0])):
                     best_data_parallel = (us, params)
                 if not params.swap_ab and (best_plain is None or us < best_plain[0]):
                     best_plain = (us, params)
@@ -224,12 +241,12 @@ def phase_time(args) -> None:
                 del mn_sets
             tflops = 2 * m * n * k / (best[0] * 1e6) if best else float("nan")
             split_note = ""
-            if best and best[1].splits > 1 and best_data_parallel:  # what split-K gained at this point
+            if best and (best[1].splits > 1 or best[1].stream_k) and best_data_parallel:  # what split-/stream-K gained
                 split_note = (f"  (data-parallel best {best_data_parallel[0]:.2f} us, "
                               f"{best_data_parallel[1].short()})")
                 rows.append(dict(m=m, n=n, k=k, params="BEST-DP " + best_data_parallel[1].short(),
                                  us=f"{best_data_parallel[0]:.2f}", cublas_us=f"{cublas:.2f}",
-                                 note="best without split-K"))
+                                 note="best without split-K or stream-K"))
             if best and best[1].swap_ab and best_plain:  # what swap-AB gained at this point
                 split_note += f"  (best without swap-AB {best_plain[0]:.2f} us, {best_plain[1].short()})"
                 rows.append(dict(m=m, n=n, k=k, params="BEST-NOSWAP " + best_plain[1].short(),
@@ -258,7 +275,8 @@ from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
 from gemm.quant import mn_major_scales, random_problem_inputs
 from gemm.reference import reference_matmul, relative_error
-p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn}, splits={splits}, swap_ab=bool({swap}))
+p = Sm90Params.for_tile({bm}, {bn}, cluster_m={cm}, cluster_n={cn}, splits={splits}, swap_ab=bool({swap}),
+                        stream_k=bool({sk}))
 problem = GemmProblem({m}, {n}, {k})
 a, b, sa, sb = random_problem_inputs({m}, {n}, {k}, device="cuda")
 if {mn}:
@@ -280,10 +298,18 @@ def phase_sanitize(args) -> None:
     # Swap-AB: the register-to-global stores at ragged M and N, MN-major scales at M % 4 != 0, split-K.
     cases += [dict(bm=128, bn=16, cm=1, cn=1, m=3, n=576, k=512, mn=1, splits=1, swap=1),
               dict(bm=64, bn=32, cm=1, cn=1, m=17, n=2112, k=896, mn=0, splits=3, swap=1)]
+    cases = [dict(case, sk=0) for case in cases]
+    # Stream-K: tiles cut between SMs (the slot stores and reads at ragged M and N), a hybrid launch with
+    # data-parallel rounds, swap-AB.
+    cases += [dict(bm=128, bn=112, cm=1, cn=1, m=100, n=576, k=1280, mn=0, splits=1, swap=0, sk=1),
+              dict(bm=64, bn=128, cm=1, cn=1, m=3, n=2112, k=896, mn=1, splits=1, swap=0, sk=1),
+              dict(bm=128, bn=112, cm=1, cn=1, m=1000, n=7168, k=384, mn=0, splits=1, swap=0, sk=1),
+              dict(bm=64, bn=32, cm=1, cn=1, m=17, n=2112, k=896, mn=0, splits=1, swap=1, sk=1)]
     lines = []
     runs = [(cases[0], "memcheck"), (cases[1], "memcheck"), (cases[2], "memcheck"), (cases[1], "synccheck"),
             (cases[3], "memcheck"), (cases[4], "memcheck"), (cases[3], "synccheck"), (cases[5], "memcheck"),
-            (cases[6], "memcheck"), (cases[5], "synccheck")]
+            (cases[6], "memcheck"), (cases[5], "synccheck"), (cases[7], "memcheck"), (cases[7], "synccheck"),
+            (cases[8], "memcheck"), (cases[9], "memcheck"), (cases[9], "synccheck"), (cases[10], "memcheck")]
     for case, tool in runs:
         if True:
             command = ["compute-sanitizer", f"--tool={tool}", "--error-exitcode=9", sys.executable, "-c",

@@ -64,6 +64,19 @@ def test_ablate_script_refuses_a_bad_split_count():
     assert done.returncode == 2 and "--splits takes a positive integer, got 0" in done.stderr
 
 
+def test_scripts_take_stream_k(check_script):
+    profile = load_script("profile_sm90")
+    assert profile.parse_params("128x112:st=1").stream_k is True
+    assert profile.parse_params("128x112").stream_k is False
+    backend = Sm90Backend()
+    few = check_script.time_candidates(backend, GemmProblem(128, 2112, 7168), 132)
+    stream = [p for p in few if p.stream_k]
+    assert stream and {(p.block_m, p.block_n) for p in stream} == {(p.block_m, p.block_n) for p in few if p.splits > 1}
+    assert all(backend.check(GemmProblem(128, 2112, 7168), p, None) is None for p in stream)
+    many = check_script.time_candidates(backend, GemmProblem(8192, 7168, 7168), 132)
+    assert not any(p.stream_k for p in many)
+
+
 NCU_SOURCE_CSV = '''"Kernel Name","kernel_a(Args)",
 "Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed","stall_barrier","stall_long_sb","stall_barrier (Not Issued)"
 "0x10","      WARPGROUP.DEPBAR.LE gsb0, 0x0","6","10","6","0","6"

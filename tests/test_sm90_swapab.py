@@ -64,7 +64,7 @@ def test_cache_keys_and_source_differ_with_swap_ab(monkeypatch):
     source = codegen.render_source(swapped)
     assert "MMA_64x32x32_F32E4M3E4M3_SS_TN<>, true>" in source and "gemm_sm90_swap_ab()" in source
     assert "MMA_64x32x32_F32E4M3E4M3_SS_TN<>, false>" in codegen.render_source(plain)
-    assert "fp8_gemm_swapab.cuh" in codegen.HEADER_NAMES and codegen.ABI_VERSION == 3
+    assert "fp8_gemm_swapab.cuh" in codegen.HEADER_NAMES and codegen.ABI_VERSION >= 3  # 3: swap-AB
     try:
         tc = toolchain.find_toolchain()
     except BackendUnavailable as exc:

@@ -12,6 +12,11 @@ counts to the 1x1-cluster candidates of tile shapes that fill less than half
 the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
 least ``splitk_cost``, a documented heuristic.
 
+Stream-K (``stream_k``) cuts the tiles beyond whole waves, with their K blocks, into one span per SM
+(``gemm.kernels.sm90.streamk``). It is built and checked on the CPU but has not run on a GPU yet, so the
+space offers it only when ``STREAM_K_IN_SPACE`` is set (for the same few-tile shapes as split-K) and
+``default_params`` never picks it.
+
 Swap-AB (``swap_ab``, for decode) computes D^T = B A^T: the weights fill the wgmma's 64-row side and the
 tokens its 16..64 columns. The space offers it at M <= ``SWAP_MAX_M`` (``swap_ab_space``); measured on the
 H200 it beats every other candidate of this backend at M <= 32 on most DeepSeek shapes, but not the wide
@@ -31,7 +36,7 @@ import torch
 from gemm.arch import ArchSpec
 from gemm.kernels.base import Backend, BackendUnavailable, GemmFn, KernelParams, UnsupportedProblem
 from gemm.kernels.nvcc import hopper, jit
-from gemm.kernels.sm90 import codegen, launcher, splitk
+from gemm.kernels.sm90 import codegen, launcher, splitk, streamk
 from gemm.kernels.sm90.params import (CLUSTERS, MAX_ACCUMULATORS_PER_THREAD, OUT_DTYPES, SM90_SMEM_BYTES,
                                       SWAP_BLOCK_MS, Sm90Params, accumulators_per_thread, shared_memory_bytes,
                                       stages_that_fit)
@@ -48,6 +53,9 @@ SPLIT_TILES_BELOW = 0.5
 #: tile, and of the counter hand-off (store, release, acquire) per launch; guesses, not measurements.
 SPLIT_SLOT_BLOCKS = 1.0
 SPLIT_FIXED_BLOCKS = 2.0
+#: Stream-K candidates in ``param_space``. Stays False until tests/gpu/test_sm90_streamk_gpu.py (and
+#: ``scripts/check_sm90_gpu.py correct sanitize`` with its stream-K cases) pass on a GPU.
+STREAM_K_IN_SPACE = False
 #: Largest M the space offers swap-AB at, and the token tiles (BLOCK_N) it tries there.
 SWAP_MAX_M = 64
 SWAP_BLOCK_NS = (16, 32, 48, 64)
@@ -147,6 +155,17 @@ class Sm90Backend(Backend):
             return f"a 2x1 cluster shares B between two M tiles; M={problem.m} has {m_tiles} tile(s) of {p.block_m}"
         if p.cluster_n == 2 and n_tiles < 2:
             return f"a 1x2 cluster shares A between two N tiles; N={problem.n} has {n_tiles} tile(s) of {p.block_n}"
+        if p.stream_k:
+            if p.splits > 1:
+                return (f"stream_k and splits={p.splits} are exclusive: stream-K already shares the K blocks of "
+                        f"few tiles between SMs")
+            if (p.cluster_m, p.cluster_n) != (1, 1):
+                return (f"stream-K runs 1x1 clusters only (the pieces of a span are not shared by a cluster pair), "
+                        f"got {p.cluster_m}x{p.cluster_n}")
+            mma = mma_problem(problem, p.swap_ab)  # tiles of the MMA's problem
+            iterations = streamk.mma_tiles(mma.m, mma.n, p.block_m, p.block_n) * splitk.k_blocks(problem.k)
+            if iterations > 2**31 - 1:
+                return f"stream-K counts tiles x K blocks in 32 bits; {iterations} are too many"
         if p.splits > 1:
             k_blocks = splitk.k_blocks(problem.k)
             if p.splits > k_blocks:
@@ -180,7 +199,8 @@ class Sm90Backend(Backend):
 
     def param_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
         """Tiles (BLOCK_N from ``SEARCH_BLOCK_NS``) x clusters x tile order, plus split-K (1x1 clusters, M
-        fastest) for tile shapes of few tiles; see the module docstring."""
+        fastest) for tile shapes of few tiles, and for those stream-K when ``STREAM_K_IN_SPACE``; see the
+        module docstring."""
         m_tiles_128 = math.ceil(problem.m / 128)
         for block_m in self.block_ms(problem):
             for block_n in SEARCH_BLOCK_NS:
@@ -191,8 +211,11 @@ class Sm90Backend(Backend):
                     for raster in rasters:
                         yield Sm90Params.for_tile(block_m, block_n, cluster_m=cluster_m, cluster_n=cluster_n,
                                                   raster=raster, group=DEFAULT_GROUP)
-                for splits in self.split_counts(problem, block_m, block_n, arch.num_sms):
+                counts = self.split_counts(problem, block_m, block_n, arch.num_sms)
+                for splits in counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits)
+                if counts and STREAM_K_IN_SPACE:
+                    yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, stream_k=True)
         yield from self.swap_ab_space(problem, arch)
 
     def swap_ab_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
@@ -206,8 +229,11 @@ class Sm90Backend(Backend):
         for block_m in SWAP_BLOCK_MS:
             for block_n in (bn for bn in SWAP_BLOCK_NS if bn <= covering):
                 yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, swap_ab=True)
-                for splits in self.split_counts(mma, block_m, block_n, arch.num_sms):
+                counts = self.split_counts(mma, block_m, block_n, arch.num_sms)
+                for splits in counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits, swap_ab=True)
+                if counts and STREAM_K_IN_SPACE:
+                    yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, swap_ab=True, stream_k=True)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:
         """Untuned choice: the tile shape and split count of least ``splitk_cost`` (rounds x the K blocks

@@ -11,6 +11,11 @@ The generated translation unit picks ``gemm_sm90::Gemm<BLOCK_M, BLOCK_N, STAGES,
 * ``int run(A, B, D, SFA, SFB, M, N, K, lda, sfa_mn_major, sfa_ld, const RunOptions*, stream)``.
 * ``int workspace_sizes(M, N, K, const RunOptions*, int64_t* counter_slots, int64_t* partial_bytes)``:
   what a split-K launch needs from the caller's workspace (no GPU needed).
+* ``int streamk_plan(M, N, K, resident_clusters, const RunOptions*, int64_t out[7])``: stream-K's grid, schedule
+  and workspace for an explicit co-resident cluster count (no GPU needed): clusters, data-parallel tiles,
+  stream-K tiles, units per cluster, counter slots, partial bytes, span length (``streamk.py`` mirrors it).
+* ``int streamk_unit(tiles, k_blocks, resident_clusters, u, int out[6])``: 1 and unit ``u`` of that schedule
+  (tile, kb_begin, kb_end, role, lowest contributor, stream-K tile), or 0 past a cluster's units.
 * ``int run_options_bytes()``: ``sizeof(RunOptions)``, which the launcher's ctypes mirror must match.
 * ``int swap_ab()``: 1 for a swap-AB build (``run`` still takes A [M, K], B [N, K] and writes D [M, N]).
 * ``const char* last_error()``, ``int shared_memory_bytes()``, ``int stages()``.
@@ -25,14 +30,14 @@ from gemm.kernels.nvcc.jit import BuildSpec
 from gemm.kernels.sm90.params import KernelConfig
 
 #: Bumped whenever an exported signature or ``RunOptions`` changes.
-ABI_VERSION = 3
+ABI_VERSION = 4
 FAMILY = "sm90"
 SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"
 #: Headers the translation unit needs beside it (part of the cache key): the host side, the kernel and
-#: its split-K and swap-AB parts.
+#: its split-K, stream-K and swap-AB parts.
 HEADER_NAMES = (HEADER_NAME, "fp8_gemm_kernel.cuh", "fp8_gemm_traits.cuh", "fp8_gemm_splitk.cuh",
-                "fp8_gemm_swapab.cuh")
+                "fp8_gemm_streamk.cuh", "fp8_gemm_swapab.cuh")
 HEADER_DIR = Path(__file__).resolve().parent
 
 _ELEMENTS = {"bfloat16": "__nv_bfloat16", "float16": "__half"}
@@ -59,6 +64,32 @@ GEMM_SM90_EXPORT int gemm_sm90_swap_ab() {{ return Kernel::T::kSwapAB ? 1 : 0; }
 GEMM_SM90_EXPORT int gemm_sm90_workspace_sizes(int m, int n, int k, gemm_sm90::RunOptions const* options,
                                                int64_t* counter_slots, int64_t* partial_bytes) {{
   return Kernel::workspace_sizes(m, n, k, options, counter_slots, partial_bytes);
+}}
+
+GEMM_SM90_EXPORT int gemm_sm90_streamk_plan(int m, int n, int k, int resident_clusters,
+                                            gemm_sm90::RunOptions const* options, int64_t* out) {{
+  if (options == nullptr || out == nullptr) return gemm_sm90::fail(gemm_sm90::kBadArgument, "null argument");
+  gemm_sm90::StreamKPlan plan;
+  int64_t slots = 0, bytes = 0;
+  if (int status = Kernel::streamk_plan_of(m, n, k, resident_clusters, *options, plan, slots, bytes)) return status;
+  int64_t const values[7] = {{plan.clusters, plan.dp_tiles, plan.sk_tiles, plan.units_per_cluster, slots, bytes,
+                             plan.args.span_base}};
+  for (int i = 0; i < 7; ++i) out[i] = values[i];
+  return gemm_sm90::kOk;
+}}
+
+GEMM_SM90_EXPORT int gemm_sm90_streamk_unit(int tiles, int k_blocks, int resident_clusters, int u, int* out) {{
+  gemm_sm90::StreamKPlan const plan = gemm_sm90::streamk_plan(resident_clusters, tiles, k_blocks);
+  gemm_sm90::WorkUnit w;
+  if (!gemm_sm90::streamk_unit(plan.args, k_blocks, plan.clusters, u, w)) return 0;
+  int g = 0, sk_tile = 0, first = 0;
+  out[3] = gemm_sm90::streamk_role(plan.args, k_blocks, w, g, sk_tile, first);
+  out[0] = w.tile;
+  out[1] = w.kb_begin;
+  out[2] = w.kb_end;
+  out[4] = first;
+  out[5] = sk_tile;
+  return 1;
 }}
 
 GEMM_SM90_EXPORT int gemm_sm90_run(

@@ -31,6 +31,9 @@
 // * Split-K (run-time `splits` > 1, for few output tiles): each tile's K blocks are cut into `splits`
 //   ranges, one work unit each; the unit of the first range adds the others' fp32 sums from a workspace
 //   the caller owns, in K order (deterministic), and stores the tile (fp8_gemm_splitk.cuh).
+// * Stream-K (run-time `stream_k`, 1x1 clusters, exclusive with split-K): the tiles beyond whole waves are
+//   cut, with their K blocks, into one contiguous span of iterations per cluster; the cluster holding a
+//   tile's last K range adds the lower clusters' fp32 partials in cluster order (fp8_gemm_streamk.cuh).
 //
 // * Swap-AB (compile-time, for decode): the MMA computes D^T = B A^T, the weights on the wgmma's M side
 //   and the tokens on its N side, stored from registers (fp8_gemm_swapab.cuh); 1x1 clusters only.
@@ -53,6 +56,7 @@
 
 #include "fp8_gemm_kernel.cuh"
 #include "fp8_gemm_splitk.cuh"
+#include "fp8_gemm_streamk.cuh"
 
 #define GEMM_SM90_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -76,14 +80,15 @@ struct RunOptions {
   int32_t max_ctas;   // upper bound on the persistent grid (0: as many as are co-resident); a split-K grid
                       // is a multiple of `splits` CTAs (clusters), so it exceeds a bound below `splits`
   int32_t splits;     // K ranges per output tile, 1 <= splits <= ceil(K / 128) (1: data-parallel)
-  int64_t counter_slots;    // int32 counters at `counters` (split-K needs workspace_sizes' count)
-  int32_t* counters;        // split-K arrival counters: zero when allocated, left at zero by every launch
-  void* workspace;          // split-K fp32 partial tiles, 16-byte aligned (contents never need clearing)
+  int64_t counter_slots;    // int32 counters at `counters` (split-K / stream-K need workspace_sizes' count)
+  int32_t* counters;        // arrival counters: zero when allocated, left at zero by every launch
+  void* workspace;          // fp32 partial tiles, 16-byte aligned (contents never need clearing)
   int64_t workspace_bytes;  // bytes at `workspace`
+  int32_t stream_k;         // 1: the stream-K schedule (fp8_gemm_streamk.cuh; splits == 1, 1x1 clusters only)
 };
-static_assert(sizeof(RunOptions) == 56 && offsetof(RunOptions, counter_slots) == 24 &&
+static_assert(sizeof(RunOptions) == 64 && offsetof(RunOptions, counter_slots) == 24 &&
                   offsetof(RunOptions, counters) == 32 && offsetof(RunOptions, workspace) == 40 &&
-                  offsetof(RunOptions, workspace_bytes) == 48,
+                  offsetof(RunOptions, workspace_bytes) == 48 && offsetof(RunOptions, stream_k) == 56,
               "launcher.py's ctypes mirror of RunOptions assumes this layout");
 
 inline std::string& last_error() {
@@ -203,8 +208,36 @@ struct Gemm {
            (o.cluster_m == 1 && o.cluster_n == 2);
   }
 
+  // The stream-K plan of (m, n, k) on `resident_clusters` co-resident clusters (capped by max_ctas), and
+  // its workspace: one counter per stream-K tile and consumer, one fp32 slot per cluster. No GPU needed
+  // (the exported streamk_plan; streamk.py mirrors it). Options are checked as workspace_sizes does.
+  static int streamk_plan_of(int m, int n, int k, int resident_clusters, RunOptions const& o, StreamKPlan& plan,
+                             int64_t& counter_slots, int64_t& partial_bytes) {
+    if (o.splits != 1) {
+      return fail(kBadArgument, "stream_k and splits=" + std::to_string(o.splits) +
+                                    " are exclusive: stream-K already shares the K blocks of few tiles");
+    }
+    if (o.cluster_m != 1 || o.cluster_n != 1) return fail(kBadArgument, "stream-K runs 1x1 clusters only");
+    if (resident_clusters < 1) return fail(kBadArgument, "resident_clusters must be >= 1");
+    int const k_blocks = (k + kBlockK - 1) / kBlockK;
+    // Tiles of the MMA's problem: with swap-AB, N rows (weights) by M columns (tokens).
+    int64_t const rows = kSwapAB ? n : m, cols = kSwapAB ? m : n;
+    int64_t const tiles = (rows + kBlockM - 1) / kBlockM * ((cols + kBlockN - 1) / kBlockN);
+    if (tiles * k_blocks > int64_t(INT32_MAX)) {
+      return fail(kUnsupported, "stream-K counts tiles x K blocks in 32 bits: " + std::to_string(tiles * k_blocks) +
+                                    " iterations are too many");
+    }
+    int resident = resident_clusters;
+    if (o.max_ctas > 0 && o.max_ctas < resident) resident = o.max_ctas;
+    plan = streamk_plan(resident, int(tiles), k_blocks);
+    counter_slots = int64_t(plan.sk_tiles) * T::kConsumers;
+    partial_bytes = int64_t(plan.clusters) * kBlockM * kBlockN * int64_t(sizeof(float));
+    return kOk;
+  }
+
   // What a launch of (m, n, k, options) needs from the caller's workspace: int32 counters and bytes of fp32
-  // partial tiles (0 and 0 with splits == 1). launcher.py allocates them; splitk.py mirrors the sizes.
+  // partial tiles (0 and 0 for data-parallel launches). launcher.py allocates them; splitk.py and
+  // streamk.py mirror the sizes. Stream-K's depend on the grid: prepare() must have run on the device.
   static int workspace_sizes(int m, int n, int k, RunOptions const* options, int64_t* counter_slots,
                              int64_t* partial_bytes) {
     if (options == nullptr || counter_slots == nullptr || partial_bytes == nullptr) {
@@ -223,6 +256,19 @@ struct Gemm {
     }
     *counter_slots = 0;
     *partial_bytes = 0;
+    if (o.stream_k != 0 && o.stream_k != 1) {
+      return fail(kBadArgument, "stream_k must be 0 or 1, got " + std::to_string(o.stream_k));
+    }
+    if (o.stream_k) {
+      int device = -1;
+      if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices || !info(device).prepared) {
+        cudaGetLastError();
+        return fail(kBadArgument, "stream-K's workspace depends on the grid, i.e. the device's SM count: call "
+                                  "prepare() on the device first");
+      }
+      StreamKPlan plan;
+      return streamk_plan_of(m, n, k, info(device).sms, o, plan, *counter_slots, *partial_bytes);
+    }
     if (o.splits > 1) {
       // Tiles of the MMA's problem: with swap-AB, N rows (weights) by M columns (tokens).
       int64_t const tiles = kSwapAB ? splitk_workspace_tiles(n, m, kBlockM, kBlockN, o.cluster_m, o.cluster_n)
@@ -241,22 +287,23 @@ struct Gemm {
     if (!valid_cluster(o)) return fail(kBadArgument, "cluster must be 1x1, 2x1 or 1x2");
     if (o.raster != 0 && o.raster != 1) return fail(kBadArgument, "raster must be 0 (along M) or 1 (along N)");
     if (o.group < 1) return fail(kBadArgument, "group must be >= 1");
-    // Split-K's workspace before anything touches the device (the checks run without a GPU too).
+    // The workspace before anything else touches the device (split-K's checks run without a GPU too).
     int64_t counter_slots = 0, partial_bytes = 0;
     if (int status = workspace_sizes(m, n, k, options, &counter_slots, &partial_bytes)) return status;
-    if (o.splits > 1) {
+    if (o.splits > 1 || o.stream_k) {
+      std::string const what = o.stream_k ? "stream-K" : "split-K";
       if (o.counters == nullptr || o.counter_slots < counter_slots) {
-        return fail(kBadArgument, "split-K counters: " + std::to_string(o.counter_slots) + " slots at " +
+        return fail(kBadArgument, what + " counters: " + std::to_string(o.counter_slots) + " slots at " +
                                       (o.counters == nullptr ? "null" : "the given pointer") + ", need " +
                                       std::to_string(counter_slots));
       }
       if (o.workspace == nullptr || o.workspace_bytes < partial_bytes) {
-        return fail(kBadArgument, "split-K workspace: " + std::to_string(o.workspace_bytes) + " bytes at " +
+        return fail(kBadArgument, what + " workspace: " + std::to_string(o.workspace_bytes) + " bytes at " +
                                       (o.workspace == nullptr ? "null" : "the given pointer") + ", need " +
                                       std::to_string(partial_bytes));
       }
       if (!aligned16(o.workspace) || (reinterpret_cast<uintptr_t>(o.counters) & 3u) != 0) {
-        return fail(kBadArgument, "split-K workspace must be 16-byte aligned and counters 4-byte aligned");
+        return fail(kBadArgument, what + " workspace must be 16-byte aligned and counters 4-byte aligned");
       }
     }
     if (k % 16 != 0) return fail(kUnsupported, "K must be a multiple of 16 (TMA needs 16-byte rows)");
@@ -303,6 +350,7 @@ struct Gemm {
     args.cluster_tiles = args.cluster_tiles_m * args.cluster_tiles_n;
     args.work_units = args.cluster_tiles;
     args.split = SplitKArgs{1, 0, nullptr, nullptr};
+    args.stream = StreamKArgs{0, 0, 0, 0, 0, 0, FastDiv{1, 0u, 0u}, FastDiv{1, 0u, 0u}, nullptr, nullptr};
 
     // The MMA's A side (tma_a, BLOCK_M rows per tile) and B side (tma_b, BLOCK_N rows): A and B, or with
     // swap-AB the weights B and the activations A.
@@ -344,6 +392,16 @@ struct Gemm {
       int const rounds = (args.cluster_tiles + round_tiles - 1) / round_tiles;
       args.work_units = rounds * clusters;
       args.split = SplitKArgs{o.splits, round_tiles, o.counters, static_cast<float*>(o.workspace)};
+    } else if (o.stream_k) {
+      // G clusters, each walking its data-parallel tiles and then the pieces of its span
+      // (fp8_gemm_streamk.cuh); the plan is the one workspace_sizes sized the workspace by.
+      StreamKPlan plan;
+      if (int status = streamk_plan_of(m, n, k, resident, o, plan, counter_slots, partial_bytes)) return status;
+      clusters = plan.clusters;
+      args.work_units = plan.clusters * plan.units_per_cluster;
+      args.stream = plan.args;
+      args.stream.counters = o.counters;
+      args.stream.partials = static_cast<float*>(o.workspace);
     }
 
     cudaLaunchConfig_t config = {};

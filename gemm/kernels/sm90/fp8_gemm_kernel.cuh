@@ -1,5 +1,6 @@
 // Device side of the project's Hopper block-FP8 GEMM: the persistent warp-specialized kernel, built from
-// the traits and helpers of fp8_gemm_traits.cuh and the split-K pieces of fp8_gemm_splitk.cuh.
+// the traits and helpers of fp8_gemm_traits.cuh, the split-K pieces of fp8_gemm_splitk.cuh and the
+// stream-K pieces of fp8_gemm_streamk.cuh.
 // fp8_gemm.cuh (the host side and the C ABI) includes this file; it describes the design.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include "cutlass/arch/barrier.h"
 #include "cutlass/arch/reg_reconfig.h"
 #include "fp8_gemm_splitk.cuh"
+#include "fp8_gemm_streamk.cuh"
 #include "fp8_gemm_swapab.cuh"
 #include "fp8_gemm_traits.cuh"
 
@@ -50,9 +52,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
   // Broadcast from lane 0 so the compiler knows the index is warp-uniform: the operand descriptors derived
   // from it then live in uniform registers, and a consumer issues its wgmmas back to back.
   int const warp_group = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
-  int const cluster_rank = args.cluster_size > 1 ? int(cute::block_rank_in_cluster()) : 0;
-  int const cluster_id = blockIdx.x / args.cluster_size;
-  int const num_clusters = gridDim.x / args.cluster_size;
 
   if (threadIdx.x == 0) {
 #pragma unroll
@@ -73,12 +72,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
   auto tile_of = [&](int t, int& m_block, int& n_block) {
     int ctm, ctn;
     cluster_tile_coords(args, t, ctm, ctn);
-    m_block = ctm * args.cluster_m + (args.cluster_m > 1 ? cluster_rank : 0);
-    n_block = ctn * args.cluster_n + (args.cluster_n > 1 ? cluster_rank : 0);
+    m_block = ctm * args.cluster_m + (args.cluster_m > 1 ? rank_in_cluster() : 0);
+    n_block = ctn * args.cluster_n + (args.cluster_n > 1 ? rank_in_cluster() : 0);
   };
-  // Work unit u of this cluster (u = cluster_id, += num_clusters; work_unit in fp8_gemm_splitk.cuh).
+  // Work unit u of this cluster (u = cluster_index(...), += cluster_count(...); work_unit in
+  // fp8_gemm_splitk.cuh, streamk_unit in fp8_gemm_streamk.cuh).
   auto unit_of = [&](int u, WorkUnit& w) {
-    return work_unit(args.split, args.cluster_tiles, args.k_blocks, num_clusters, u, w);
+    int const clusters = cluster_count(args.cluster_size);
+    if (args.stream.enabled) return streamk_unit(args.stream, args.k_blocks, clusters, u, w);
+    return work_unit(args.split, args.cluster_tiles, args.k_blocks, clusters, u, w);
   };
 
   if (warp_group == 0) {
@@ -99,80 +101,94 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaFloats * 4 : 0);
       int const a_rows = T::kBlockM / args.cluster_n;  // rows of A this CTA loads
       int const b_rows = T::kBlockN / args.cluster_m;
-      int const a_offset = args.cluster_n > 1 ? cluster_rank * a_rows : 0;
-      int const b_offset = args.cluster_m > 1 ? cluster_rank * b_rows : 0;
+      int const a_offset = args.cluster_n > 1 ? rank_in_cluster() * a_rows : 0;
+      int const b_offset = args.cluster_m > 1 ? rank_in_cluster() * b_rows : 0;
       uint16_t const pair_mask = 0x3;
       int stage = 0;
       uint32_t phase = 0;
       [[maybe_unused]] int issued = 0;
-      for (int u = cluster_id; u < args.work_units; u += num_clusters) {
-        WorkUnit w;
-        if (!unit_of(u, w)) continue;
-        int m_block, n_block;
-        tile_of(w.tile, m_block, n_block);
-        int const m0 = m_block * T::kBlockM;
-        int const n0 = n_block * T::kBlockN;
-        // The tile's first weight-scale block: along the MMA's N (columns), with swap-AB along its M (rows).
-        int const first_scale_block = (T::kSwapAB ? m0 : n0) / kScaleBlock;
-        // Activation scales follow the tokens: the MMA's rows, with swap-AB its columns.
-        int const sfa0 = T::kSwapAB ? n0 : m0;
-        float const* sfb_src = args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
-        for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
-          empty[stage].wait(phase ^ 1);
-          uint64_t* bar = reinterpret_cast<uint64_t*>(&full[stage]);
+      // The walk is instantiated once per schedule (below): one loop that chose its schedule per unit made
+      // ptxas spill the loop counter in this 40-register warp.
+      auto produce = [&](auto const& next_unit) {
+        for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
+          WorkUnit w;
+          if (!next_unit(u, w)) continue;
+          int m_block, n_block;
+          tile_of(w.tile, m_block, n_block);
+          int const m0 = m_block * T::kBlockM;
+          int const n0 = n_block * T::kBlockN;
+          // The tile's first weight-scale block: along the MMA's N (columns), with swap-AB along its M (rows).
+          int const first_scale_block = (T::kSwapAB ? m0 : n0) / kScaleBlock;
+          // Activation scales follow the tokens: the MMA's rows, with swap-AB its columns.
+          int const sfa0 = T::kSwapAB ? n0 : m0;
+          float const* sfb_src =
+              args.sfb + size_t(min(first_scale_block + lane, args.n_scale_blocks - 1)) * args.k_blocks;
+          for (int kb = w.kb_begin; kb < w.kb_end; ++kb) {
+            empty[stage].wait(phase ^ 1);
+            uint64_t* bar = reinterpret_cast<uint64_t*>(&full[stage]);
 #if GEMM_SM90_ABLATE & 2
-          if (++issued > T::kStages) {
-            if (lane == 0) full[stage].arrive();
+            if (++issued > T::kStages) {
+              if (lane == 0) full[stage].arrive();
+              cutlass::arch::cpasync_barrier_arrive_noinc(bar);
+              if (++stage == T::kStages) {
+                stage = 0;
+                phase ^= 1;
+              }
+              continue;
+            }
+#endif
+            if (lane == 0) {
+              full[stage].arrive_and_expect_tx(stage_tx);
+              uint8_t* a_dst = smem_a + stage * T::kABytes + a_offset * kBlockK;
+              uint8_t* b_dst = smem_b + stage * T::kBBytes + b_offset * kBlockK;
+              if (args.cluster_n > 1) {
+                cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_a, bar, pair_mask, kHint, a_dst, kb * kBlockK,
+                                                       m0 + a_offset);
+              } else {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_a, bar, kHint, a_dst, kb * kBlockK, m0);
+              }
+              if (args.cluster_m > 1) {
+                cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_b, bar, pair_mask, kHint, b_dst, kb * kBlockK,
+                                                       n0 + b_offset);
+              } else {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
+              }
+              if (args.sfa_mn_major) {
+                cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
+              }
+            }
+#if !(GEMM_SM90_ABLATE & 4)
+            if (lane < T::kScaleSlots) {
+              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(sfb_src[kb], smem_sfb[stage * T::kSfbFloats + lane]);
+            }
+            if (!args.sfa_mn_major) {
+#pragma unroll
+              for (int r = lane; r < T::kSfaFloats; r += 32) {
+                // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
+                // the clipped stores make it harmless.
+                // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
+                int const token = min(sfa0 + r, (T::kSwapAB ? args.n : args.m) - 1);
+                float const* src = args.sfa + size_t(token) * args.sfa_ld + kb;
+                cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kSfaStride + r]);
+              }
+            }
+#endif
             cutlass::arch::cpasync_barrier_arrive_noinc(bar);
             if (++stage == T::kStages) {
               stage = 0;
               phase ^= 1;
             }
-            continue;
-          }
-#endif
-          if (lane == 0) {
-            full[stage].arrive_and_expect_tx(stage_tx);
-            uint8_t* a_dst = smem_a + stage * T::kABytes + a_offset * kBlockK;
-            uint8_t* b_dst = smem_b + stage * T::kBBytes + b_offset * kBlockK;
-            if (args.cluster_n > 1) {
-              cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_a, bar, pair_mask, kHint, a_dst, kb * kBlockK,
-                                                     m0 + a_offset);
-            } else {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_a, bar, kHint, a_dst, kb * kBlockK, m0);
-            }
-            if (args.cluster_m > 1) {
-              cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_b, bar, pair_mask, kHint, b_dst, kb * kBlockK,
-                                                     n0 + b_offset);
-            } else {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
-            }
-            if (args.sfa_mn_major) {
-              cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
-            }
-          }
-#if !(GEMM_SM90_ABLATE & 4)
-          if (lane < T::kScaleSlots) {
-            cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(sfb_src[kb], smem_sfb[stage * T::kSfbFloats + lane]);
-          }
-          if (!args.sfa_mn_major) {
-#pragma unroll
-            for (int r = lane; r < T::kSfaFloats; r += 32) {
-              // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
-              // the clipped stores make it harmless.
-              // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
-              int const token = min(sfa0 + r, (T::kSwapAB ? args.n : args.m) - 1);
-              float const* src = args.sfa + size_t(token) * args.sfa_ld + kb;
-              cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(*src, smem_sfa[stage * T::kSfaStride + r]);
-            }
-          }
-#endif
-          cutlass::arch::cpasync_barrier_arrive_noinc(bar);
-          if (++stage == T::kStages) {
-            stage = 0;
-            phase ^= 1;
           }
         }
+      };
+      if (args.stream.enabled) {
+        produce([&](int u, WorkUnit& w) {
+          return streamk_unit(args.stream, args.k_blocks, cluster_count(args.cluster_size), u, w);
+        });
+      } else {
+        produce([&](int u, WorkUnit& w) {
+          return work_unit(args.split, args.cluster_tiles, args.k_blocks, cluster_count(args.cluster_size), u, w);
+        });
       }
     }
   } else {
@@ -354,7 +370,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       }
     };
 
-    for (int u = cluster_id; u < args.work_units; u += num_clusters) {
+    for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
       WorkUnit w;
       if (!unit_of(u, w)) continue;
       int m_block, n_block;
@@ -404,16 +420,23 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         }
       }
 
-      // ---------------------------------------------------------------- split-K
-      // Splits 1..S-1 publish their sums and skip the epilogue; split 0 adds them to its own in K order
-      // (fp8_gemm_splitk.cuh). One branch per unit, outside the K loop; the data-parallel kernel never takes it.
-      if (args.split.splits > 1) {
-        int const ws_tile = w.tile * args.cluster_size + cluster_rank;
+      // ---------------------------------------------------------------- split-K, stream-K
+      // Split-K: splits 1..S-1 publish their sums and skip the epilogue; split 0 adds them to its own in K
+      // order (fp8_gemm_splitk.cuh). Stream-K: a piece that ends before its tile's last K block publishes into
+      // its cluster's slot; the tile's owner adds the lower contributors' slots in cluster order
+      // (fp8_gemm_streamk.cuh). One branch per unit, outside the K loop; the data-parallel kernel never takes it.
+      if (args.split.splits > 1 || args.stream.enabled) {
+        int const ws_tile = w.tile * args.cluster_size + (args.cluster_size > 1 ? rank_in_cluster() : 0);
+        FixUp const f =
+            args.stream.enabled
+                ? streamk_fixup<T::kBlockM, T::kBlockN, T::kConsumers>(args.stream, w, args.k_blocks, consumer,
+                                                                       row_base)
+                : splitk_fixup<T::kBlockM, T::kBlockN, T::kConsumers>(args.split, w, ws_tile, consumer, row_base);
         auto sync = [&]() { named_barrier_sync(barrier_id, 128); };
-        if (!splitk_combine<T::kBlockM, T::kBlockN, T::kConsumers>(args.split, w, ws_tile, consumer, row_base,
-                                                                   args.m - m0 - row_base, args.n - n0, tid,
-                                                                   thread_row, sync, total, partial0)) {
-          continue;  // published; split 0 of the tile stores it
+        if (f.role != kWholeTile &&
+            !fixup_combine<T::kBlockM, T::kBlockN>(f, tid, args.m - m0 - row_base, args.n - n0, thread_row, sync, total,
+                                                   partial0)) {
+          continue;  // published; the unit that fixes the tile up stores it
         }
       }
 

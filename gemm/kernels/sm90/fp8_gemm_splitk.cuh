@@ -169,32 +169,62 @@ __device__ __forceinline__ void splitk_reduce(float const* part, size_t slot_flo
   }
 }
 
-// After a split-K unit's K loop, for one consumer warp group (its rows start at `row_base` of the tile;
-// `rows_left` / `cols_left`: its rows inside M, the tile's columns inside N; `sync`: the warp group's named
-// barrier). Splits 1..S-1 store `total` into their slot and arrive: false, the unit is done. Split 0 waits
-// for the S-1 arrivals, adds the slots to `total` in K order with `landing` (a dead partial accumulator)
-// as the load buffer and resets the counter: true, the caller runs the epilogue.
-template <int kBlockM, int kBlockN, int kConsumers, int kMmas, int kAccum, class Sync>
-__device__ __forceinline__ bool splitk_combine(SplitKArgs const& s, WorkUnit const& w, int ws_tile, int consumer,
-                                               int row_base, int rows_left, int cols_left, int tid, int thread_row,
-                                               Sync const& sync, float (&total)[kMmas][kAccum],
-                                               float (&landing)[kMmas][kAccum]) {
+// What a unit does after its K loop, for one consumer warp group: split-K (splitk_fixup) and stream-K
+// (streamk_fixup in fp8_gemm_streamk.cuh) each say it with a FixUp; fixup_combine does it. One copy of the
+// store and reduce code serves both (two inlined copies made ptxas spill at 64x208 without overlap).
+enum FixUpRole : int {
+  kWholeTile = 0,  // nothing to meet: straight to the epilogue
+  kPublish = 1,    // store `total` into the slot at `slots`, arrive on `counter`; no epilogue
+  kFixUp = 2,      // wait for `count` arrivals on `counter`, add the `count` slots from `slots` on, epilogue
+};
+
+struct FixUp {
+  int role;
+  int count;         // kFixUp: the slots to add (in this order), i.e. the arrivals to wait for
+  int32_t* counter;  // the tile's counter of this consumer
+  float* slots;      // this consumer's part of the slot to store (kPublish) or of the first to add (kFixUp)
+};
+
+// Split-K: splits 1..S-1 publish into slot split - 1 of the tile; split 0 adds slots 0 .. S-2 (K order).
+template <int kBlockM, int kBlockN, int kConsumers>
+__device__ __forceinline__ FixUp splitk_fixup(SplitKArgs const& s, WorkUnit const& w, int ws_tile, int consumer,
+                                              int row_base) {
   int const slices = s.splits - 1;
-  int32_t* counter = s.counters + ws_tile * kConsumers + consumer;
   constexpr size_t kSlotFloats = size_t(kBlockM) * kBlockN;
-  float* part = s.partials + size_t(ws_tile) * slices * kSlotFloats + size_t(row_base) * kBlockN;
+  FixUp f;
+  f.counter = s.counters + ws_tile * kConsumers + consumer;
+  f.slots = s.partials + size_t(ws_tile) * slices * kSlotFloats + size_t(row_base) * kBlockN;
+  f.count = slices;
+  f.role = kFixUp;
   if (w.split > 0) {
-    splitk_store<kMmas, kAccum>(part + (w.split - 1) * kSlotFloats, total, tid, rows_left, cols_left, thread_row);
+    f.role = kPublish;
+    f.slots += (w.split - 1) * kSlotFloats;
+  }
+  return f;
+}
+
+// Runs `f` (kPublish or kFixUp) for one consumer warp group (`rows_left` / `cols_left`: its rows inside M,
+// the tile's columns inside N; `sync`: the warp group's named barrier). kPublish: store, fence, arrive;
+// false, the unit is done. kFixUp: wait for the arrivals, add the slots to `total` in order with
+// `landing` (a dead partial accumulator) as the load buffer, reset the counter; true, the caller runs the
+// epilogue.
+template <int kBlockM, int kBlockN, int kMmas, int kAccum, class Sync>
+__device__ __forceinline__ bool fixup_combine(FixUp const& f, int tid, int rows_left, int cols_left, int thread_row,
+                                              Sync const& sync, float (&total)[kMmas][kAccum],
+                                              float (&landing)[kMmas][kAccum]) {
+  constexpr size_t kSlotFloats = size_t(kBlockM) * kBlockN;
+  if (f.role == kPublish) {
+    splitk_store<kMmas, kAccum>(f.slots, total, tid, rows_left, cols_left, thread_row);
     // Every thread's stores are visible GPU-wide before thread 0's release (the release alone would be
     // cumulative over the barrier too; the fence costs one L2 round trip per unit, in parallel).
     __threadfence();
     sync();
-    if (tid == 0) splitk_arrive(counter);
+    if (tid == 0) splitk_arrive(f.counter);
     return false;
   }
-  if (tid == 0) splitk_wait_and_reset(counter, slices);
+  if (tid == 0) splitk_wait_and_reset(f.counter, f.count);
   sync();  // thread 0's acquire precedes every thread's loads
-  splitk_reduce<kMmas, kAccum>(part, kSlotFloats, slices, landing, total, tid, rows_left, cols_left, thread_row);
+  splitk_reduce<kMmas, kAccum>(f.slots, kSlotFloats, f.count, landing, total, tid, rows_left, cols_left, thread_row);
   return true;
 }
 

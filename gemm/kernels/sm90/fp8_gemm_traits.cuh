@@ -17,6 +17,7 @@
 #include "cute/arch/mma_sm90_gmma.hpp"
 #include "cute/arch/mma_sm90_gmma_ext.hpp"
 #include "fp8_gemm_splitk.cuh"
+#include "fp8_gemm_streamk.cuh"
 
 namespace gemm_sm90 {
 
@@ -44,8 +45,10 @@ struct KernelArgs {
   int raster, group;
   int cluster_tiles_m, cluster_tiles_n, cluster_tiles;
   int num_m_blocks, num_n_blocks;
-  int work_units;    // what the persistent grid walks: cluster_tiles, or split-K's rounds * grid size
-  SplitKArgs split;  // splits == 1: data-parallel (one unit per cluster tile, all of K)
+  int work_units;     // what the persistent grid walks: cluster_tiles, split-K's rounds * grid size, or
+                      // stream-K's grid size * units per cluster
+  SplitKArgs split;   // splits == 1: data-parallel (one unit per cluster tile, all of K)
+  StreamKArgs stream;  // enabled (splits == 1 then): the stream-K schedule of fp8_gemm_streamk.cuh
   void* d;           // D [M, N] row-major: swap-AB stores it from registers (tma_d is unused there)
 };
 
@@ -145,6 +148,29 @@ template <int kN>
 __device__ __forceinline__ void fence_accumulators(float (&d)[kN]) {
 #pragma unroll
   for (int i = 0; i < kN; ++i) cute::warpgroup_fence_operand(d[i]);
+}
+
+// The cluster's index in the grid, the grid's cluster count (clusters of `cluster_size` = 1 or 2 CTAs
+// along x) and the CTA's rank in its cluster, read from special registers wherever they are used (volatile:
+// never computed once at the top of the kernel and kept live through both warp groups' code, which made
+// ptxas spill them beside the 40-register producer's loop and beside 208 accumulators).
+__device__ __forceinline__ int cluster_index(int cluster_size) {
+  uint32_t v;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(v));
+  return int(cluster_size == 2 ? v >> 1 : v);
+}
+
+__device__ __forceinline__ int cluster_count(int cluster_size) {
+  uint32_t v;
+  asm volatile("mov.u32 %0, %%nctaid.x;" : "=r"(v));
+  return int(cluster_size == 2 ? v >> 1 : v);
+}
+
+// Only for clusters of two (0 otherwise, which the callers select themselves).
+__device__ __forceinline__ int rank_in_cluster() {
+  uint32_t v;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(v));
+  return int(v);
 }
 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {

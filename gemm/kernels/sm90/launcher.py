@@ -5,8 +5,8 @@ output from torch's caching allocator and never synchronizes, so calls can be
 captured in CUDA graphs. The activation scales may come in either layout
 (``gemm.problem.activation_scale_layout``); nothing is copied for either.
 
-Split-K launches (``Sm90Params.splits`` > 1) take their workspace from a cache
-per device (``splitk_workspace``): int32 counters and fp32 partial tiles,
+Split-K and stream-K launches (``Sm90Params.splits`` > 1, ``stream_k``) take
+their workspace from a cache per device (``splitk_workspace``): int32 counters and fp32 partial tiles,
 zeroed when allocated and grown when a launch needs more. The kernels leave
 the counters at zero, so nothing is cleared between launches or graph replays.
 A function gets its workspace when it is made, so capturing it in a graph
@@ -46,13 +46,15 @@ class RunOptions(ctypes.Structure):
         ("counters", ctypes.c_void_p),
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
+        ("stream_k", ctypes.c_int32),
     ]
 
 
 def run_options(params: Sm90Params, max_ctas: int = 0, workspace: "SplitKWorkspace | None" = None) -> RunOptions:
-    """The C struct of ``params``' run-time fields (and, for split-K, of ``workspace``)."""
+    """The C struct of ``params``' run-time fields (and, for split-K and stream-K, of ``workspace``)."""
     options = RunOptions(params.cluster_m, params.cluster_n, RASTER_CODES[params.raster], params.group, max_ctas,
                          params.splits)
+    options.stream_k = int(params.stream_k)
     if workspace is not None:
         options.counter_slots = workspace.counters.numel()
         options.counters = workspace.counters.data_ptr()
@@ -62,7 +64,7 @@ def run_options(params: Sm90Params, max_ctas: int = 0, workspace: "SplitKWorkspa
 
 
 class SplitKWorkspace:
-    """The counters (int32) and partial tiles (fp32) of one device's split-K launches."""
+    """The counters (int32) and partial tiles (fp32) of one device's split-K and stream-K launches."""
 
     def __init__(self, counters: torch.Tensor, partials: torch.Tensor):
         self.counters = counters
@@ -116,6 +118,13 @@ class Sm90Library(NativeLibrary):
     def bind(self) -> None:
         self._run_options_bytes = self.function("run_options_bytes", ctypes.c_int, [])
         self._swap_ab = self.function("swap_ab", ctypes.c_int, [])
+        self._streamk_plan = self.function(
+            "streamk_plan", ctypes.c_int,
+            [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(RunOptions),
+             ctypes.POINTER(ctypes.c_int64)])
+        self._streamk_unit = self.function(
+            "streamk_unit", ctypes.c_int,
+            [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int)])
         self._workspace_sizes = self.function(
             "workspace_sizes", ctypes.c_int,
             [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(RunOptions), ctypes.POINTER(ctypes.c_int64),
@@ -144,6 +153,25 @@ class Sm90Library(NativeLibrary):
             self.raise_for(status, "workspace_sizes")
         return slots.value, partial.value
 
+    def streamk_plan(self, m: int, n: int, k: int, resident_clusters: int, options: RunOptions) -> dict[str, int]:
+        """The C++ stream-K plan of (m, n, k) on ``resident_clusters`` (capped by ``options.max_ctas``): clusters,
+        dp_tiles, sk_tiles, units_per_cluster, counter_slots, partial_bytes, span_base. No GPU needed."""
+        out = (ctypes.c_int64 * 7)()
+        status = self._streamk_plan(m, n, k, resident_clusters, ctypes.byref(options), out)
+        if status != OK:
+            self.raise_for(status, "streamk_plan")
+        names = ("clusters", "dp_tiles", "sk_tiles", "units_per_cluster", "counter_slots", "partial_bytes",
+                 "span_base")
+        return dict(zip(names, out))
+
+    def streamk_unit(self, tiles: int, k_blocks: int, resident_clusters: int, u: int) -> tuple[int, ...] | None:
+        """Unit ``u`` of the C++ stream-K schedule: (tile, kb_begin, kb_end, role, first contributor, stream-K
+        tile), or None past its cluster's units."""
+        out = (ctypes.c_int * 6)()
+        if not self._streamk_unit(tiles, k_blocks, resident_clusters, u, out):
+            return None
+        return tuple(out)
+
     def run(self, a: int, b: int, d: int, sfa: int, sfb: int, m: int, n: int, k: int, lda: int,
             sfa_mn_major: bool, sfa_ld: int, options: RunOptions, stream: int) -> None:
         status = self._run(a, b, d, sfa, sfb, m, n, k, lda, int(sfa_mn_major), sfa_ld, ctypes.byref(options),
@@ -167,7 +195,7 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     contiguous; a_scale [M, ceil(K/128)] fp32 row-major or MN-major (see
     ``gemm.problem.activation_scale_layout``); b_scale [ceil(N/128), ceil(K/128)] fp32 contiguous. Output
     [M, N] of the problem's dtype, contiguous (allocated, or ``out`` when given). Prepares the kernel on ``device``
-    (default: the current CUDA device) and, for split-K, takes that device's
+    (default: the current CUDA device) and, for split-K and stream-K, takes that device's
     workspace (``splitk_workspace``) now, so a graph capture allocates nothing.
     """
     m, n, k = problem.m, problem.n, problem.k
@@ -180,13 +208,14 @@ def make_gemm_fn(library: Sm90Library, problem: GemmProblem, params: Sm90Params,
     index = device_index(device, "Hopper kernels")
     library.prepare(index)
     out_dtype = problem.torch_out_dtype
-    sizes = library.workspace_sizes(m, n, k, run_options(params))
     options_by_device: dict[int, RunOptions] = {}
 
     def options_for(index_: int) -> RunOptions:
         options = options_by_device.get(index_)
         if options is None:
-            workspace = splitk_workspace(index_, *sizes) if params.splits > 1 else None
+            with torch.cuda.device(index_):  # stream-K's sizes depend on that device's SM count (the grid)
+                sizes = library.workspace_sizes(m, n, k, run_options(params))
+            workspace = splitk_workspace(index_, *sizes) if params.splits > 1 or params.stream_k else None
             options = options_by_device[index_] = run_options(params, workspace=workspace)
         return options
 

@@ -15,8 +15,11 @@
   ``group`` (tiles per group, for L2 reuse) and ``splits`` (split-K: each
   output tile's K blocks cut into that many ranges, one work unit each, the
   fp32 partials added in split order by the last; 1 = data-parallel; see
-  ``gemm.kernels.sm90.splitk``). M, N and K are run-time too, so one build
-  serves every shape.
+  ``gemm.kernels.sm90.splitk``) and ``stream_k`` (the tiles beyond whole
+  waves and their K blocks cut into one span per cluster, the partials of a
+  shared tile added by its last contributor; exclusive with split-K, 1x1
+  clusters; see ``gemm.kernels.sm90.streamk``). M, N and K are run-time too,
+  so one build serves every shape.
 
 Only the domain of each field is checked here (``ValueError`` naming the
 field); whether a combination can run a problem is the backend's ``check``.
@@ -161,8 +164,10 @@ class Sm90Params(KernelParams):
     many as fit), ``overlap`` (promotion overlapped with the next block's
     wgmmas), ``cluster_m`` x ``cluster_n`` in {1x1, 2x1, 1x2},
     ``raster`` ("along_m" or "along_n"), ``group`` (>= 1 cluster tiles per group) and
-    ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks) and ``swap_ab``
-    (D^T = B A^T for decode: ``block_m`` in {64, 128} rows of N, ``block_n`` columns of M; 1x1 clusters).
+    ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks), ``swap_ab``
+    (D^T = B A^T for decode: ``block_m`` in {64, 128} rows of N, ``block_n`` columns of M; 1x1 clusters)
+    and ``stream_k`` (hybrid data-parallel + stream-K schedule; with ``splits`` = 1 and 1x1 clusters only,
+    which the backend's ``check`` enforces).
     """
 
     block_m: int = 128
@@ -175,6 +180,7 @@ class Sm90Params(KernelParams):
     group: int = 8
     splits: int = 1
     swap_ab: bool = False
+    stream_k: bool = False
 
     def __post_init__(self) -> None:
         owner = "Sm90Params"
@@ -193,6 +199,8 @@ class Sm90Params(KernelParams):
             raise ValueError(f"{owner}.splits must be in [1, {MAX_SPLITS}], got {self.splits}")
         # The domain only: the tile and cluster swap-AB needs are the backend's ``check`` (with reasons).
         _check_swap(owner, self.swap_ab, None)
+        if not isinstance(self.stream_k, bool):
+            raise ValueError(f"{owner}.stream_k must be true/false, got {self.stream_k!r}")
 
     @classmethod
     def for_tile(cls, block_m: int, block_n: int, overlap: bool | None = None, **fields) -> "Sm90Params":
@@ -210,8 +218,9 @@ class Sm90Params(KernelParams):
                             self.swap_ab)
 
     def short(self) -> str:
-        """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K, ``,swab`` for
-        swap-AB)."""
+        """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K, ``,sk-stream``
+        for stream-K, ``,swab`` for swap-AB)."""
         return (f"{self.block_m}x{self.block_n}x{BLOCK_K},st{self.stages or 'auto'},{'ov,' if self.overlap else ''}"
                 f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}"
-                + (f",sk{self.splits}" if self.splits > 1 else "") + (",swab" if self.swap_ab else ""))
+                + (f",sk{self.splits}" if self.splits > 1 else "") + (",sk-stream" if self.stream_k else "")
+                + (",swab" if self.swap_ab else ""))

@@ -259,7 +259,10 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
 
     Per K block a tile costs its wgmmas plus the promotion not hidden under the other consumer's wgmmas;
     split-K (``splits`` S) runs tiles x S units in rounds of floor(SMs / S) tiles, and the unit of split 0
-    reads back S - 1 fp32 partial tiles before its epilogue. Swap-AB (``swap_ab``) is costed as the MMA's
+    reads back S - 1 fp32 partial tiles before its epilogue. Stream-K (``stream_k``) runs the data-parallel
+    rounds of whole tiles, then each SM's span of ceil(I / G) K blocks of the stream-K tiles
+    (``gemm.kernels.sm90.streamk``), plus, where spans cut tiles, the owner's read-back of the other
+    contributors' partials and the counter hand-off. Swap-AB (``swap_ab``) is costed as the MMA's
     problem D^T = B A^T, M' = N and N' = M.
     """
     hbm_bytes = problem.min_bytes  # the same bytes either way
@@ -281,7 +284,17 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
     # A 2-CTA cluster multicasts one operand: about a quarter of the tile loads are shared.
     l2_bytes = tiles * k_iters * (min(bm, problem.m) + bn) * 128 * (1.0 - 0.25 * (cluster - 1) / cluster)
     tile_s = c.tile_us * 1e-6
-    if splits > 1:
+    if p.get("stream_k"):
+        g = min(arch.num_sms, tiles * k_iters)  # G clusters (1x1), no span empty
+        dp_rounds = tiles // g - 1 if tiles >= 2 * g else 0
+        iters = (tiles - dp_rounds * g) * k_iters
+        base, span = iters // g, math.ceil(iters / g)
+        cut = iters % g != 0 or base % k_iters != 0  # some tile is shared between spans
+        peers = min(g - 1, math.ceil((k_iters - 1) / base)) if cut else 0  # partials an owner reads, at most
+        fixup_s = peers * bm * bn * 4 / (c.slot_gbps * 1e9) + (c.splitk_fixed_us * 1e-6 if peers else 0.0)
+        pieces = math.ceil(span / k_iters) + (1 if cut else 0)
+        main_s = dp_rounds * (k_iters * step_s + tile_s) + span * step_s + pieces * tile_s + fixup_s
+    elif splits > 1:
         per_round = max(1, min(arch.num_sms // splits, tiles))
         rounds = math.ceil(tiles / per_round)
         slots_s = (splits - 1) * bm * bn * 4 / (c.slot_gbps * 1e9) + c.splitk_fixed_us * 1e-6
