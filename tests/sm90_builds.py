@@ -3,6 +3,10 @@ no serialized wgmma (ptxas C7510/C7514); skips where nvcc or the CUTLASS headers
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from gemm.kernels.base import BackendUnavailable
@@ -31,3 +35,21 @@ def clean_sm90_libraries(tmp_path_factory, configs: list[KernelConfig]) -> list[
     finally:
         monkey.undo()
     return libraries
+
+
+def run_host_program(tmp_path: Path, name: str, source: str, stdin: str | None = None) -> list[str]:
+    """Compile ``source`` (C++ that includes the sm90 headers, run on the host) with nvcc and return its
+    stdout lines; skips where no nvcc is found."""
+    try:
+        nvcc = toolchain.find_toolchain().nvcc
+    except BackendUnavailable as exc:
+        nvcc = shutil.which("nvcc")
+        if nvcc is None:
+            pytest.skip(f"needs nvcc: {exc}")
+    program = tmp_path / f"{name}.cu"
+    program.write_text(source)
+    binary = tmp_path / name
+    subprocess.run([nvcc, "-std=c++17", f"-I{codegen.HEADER_DIR}", str(program), "-o", str(binary)], check=True,
+                   capture_output=True, timeout=300)
+    done = subprocess.run([str(binary)], input=stdin, check=True, capture_output=True, text=True)
+    return done.stdout.splitlines()

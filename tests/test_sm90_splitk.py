@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import shutil
-import subprocess
 
 import pytest
 import torch
 
 from gemm.arch import get_arch
-from gemm.kernels.base import BackendUnavailable, LaunchError
-from gemm.kernels.nvcc import toolchain
+from gemm.kernels.base import LaunchError
 from gemm.kernels.sm90 import codegen, launcher, splitk
 from gemm.kernels.sm90.backend import SEARCH_SPLITS, Sm90Backend, splitk_cost, tiles
 from gemm.kernels.sm90.params import MAX_SPLITS, KernelConfig, Sm90Params, stages_that_fit
 from gemm.problem import GemmProblem
-from sm90_builds import clean_sm90_libraries
+from sm90_builds import clean_sm90_libraries, run_host_program
 
 H200 = get_arch("H200")
 
@@ -238,24 +235,9 @@ int main() {
 """
 
 
-def _nvcc() -> str:
-    try:
-        return toolchain.find_toolchain().nvcc
-    except BackendUnavailable as exc:
-        nvcc = shutil.which("nvcc")
-        if nvcc is None:
-            pytest.skip(f"needs nvcc: {exc}")
-        return nvcc
-
-
 @pytest.mark.nvcc
 def test_cpp_split_arithmetic_matches_the_python_mirror(tmp_path):
-    source = tmp_path / "splitk_host.cu"
-    source.write_text(HOST_PROGRAM)
-    binary = tmp_path / "splitk_host"
-    subprocess.run([_nvcc(), "-std=c++17", f"-I{codegen.HEADER_DIR}", str(source), "-o", str(binary)], check=True,
-                   capture_output=True, timeout=300)
-    lines = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout.splitlines()
+    lines = run_host_program(tmp_path, "splitk_host", HOST_PROGRAM)
     ranges = [tuple(map(int, line.split()[1:])) for line in lines if line.startswith("R ")]
     assert ranges == [(kb, s, i, *splitk.split_range(kb, s, i)) for kb in range(1, 71)
                       for s in range(1, min(kb, 32) + 1) for i in range(s)]

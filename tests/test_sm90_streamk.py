@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import shutil
-import subprocess
 
 import pytest
 
 from gemm.arch import get_arch
-from gemm.kernels.base import BackendUnavailable, LaunchError
-from gemm.kernels.nvcc import toolchain
+from gemm.kernels.base import LaunchError
 from gemm.kernels.sm90 import backend as sm90_backend
 from gemm.kernels.sm90 import codegen, launcher, streamk
 from gemm.kernels.sm90.backend import Sm90Backend, tiles
 from gemm.kernels.sm90.params import KernelConfig, Sm90Params, stages_that_fit
 from gemm.problem import GemmProblem
 from gemm.tuner.model.roofline import Sm90Coefficients, sm90_us
-from sm90_builds import clean_sm90_libraries
+from sm90_builds import clean_sm90_libraries, run_host_program
 
 H200 = get_arch("H200")
 
@@ -258,16 +255,6 @@ int main(int argc, char** argv) {
 """
 
 
-def _nvcc() -> str:
-    try:
-        return toolchain.find_toolchain().nvcc
-    except BackendUnavailable as exc:
-        nvcc = shutil.which("nvcc")
-        if nvcc is None:
-            pytest.skip(f"needs nvcc: {exc}")
-        return nvcc
-
-
 def _python_lines(cases):
     lines = []
     for t, kb, r in cases:
@@ -282,13 +269,8 @@ def _python_lines(cases):
 
 @pytest.mark.nvcc
 def test_cpp_schedule_matches_the_python_mirror(tmp_path):
-    source = tmp_path / "streamk_host.cu"
-    source.write_text(HOST_PROGRAM)
-    binary = tmp_path / "streamk_host"
-    subprocess.run([_nvcc(), "-std=c++17", f"-I{codegen.HEADER_DIR}", str(source), "-o", str(binary)], check=True,
-                   capture_output=True, timeout=300)
     stdin = "".join(f"{t} {kb} {r}\n" for t, kb, r in CASES)
-    lines = subprocess.run([str(binary)], input=stdin, check=True, capture_output=True, text=True).stdout.splitlines()
+    lines = run_host_program(tmp_path, "streamk_host", HOST_PROGRAM, stdin)
     assert lines == _python_lines(CASES)
 
 

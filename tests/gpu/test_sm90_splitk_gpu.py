@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from gemm.arch import detect_arch
-from graphs import capture, refill
-from sm90_support import checked_run, inputs, sm90_backend
+from sm90_support import (assert_counters_zero, assert_graph_replays, checked_fixup_run, fixup_tile, inputs,
+                          sm90_backend)
 from gemm.kernels.sm90 import launcher, splitk
 from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
@@ -35,21 +35,8 @@ def backend():
     return sm90_backend()
 
 
-def tile_for(m: int) -> tuple[int, int]:
-    return (64, 128) if m <= 64 else (128, 112)
-
-
-def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
-    out = checked_run(backend, params, m, n, k, layout, out_dtype)
-    assert_counters_zero()
-    return out
-
-
-def assert_counters_zero():
-    workspace = launcher._WORKSPACES.get(torch.cuda.current_device())
-    if workspace is not None:
-        torch.cuda.synchronize()
-        assert int(workspace.counters.count_nonzero()) == 0, "a launch left split-K counters non-zero"
+tile_for = fixup_tile
+check = checked_fixup_run
 
 
 @pytest.mark.parametrize("k", KS)
@@ -127,19 +114,7 @@ def test_bitwise_deterministic(backend, splits):
 def test_cuda_graph_capture_and_replay(backend, splits):
     m, n, k = 100, 2112, 7168
     fn = backend.build(GemmProblem(m, n, k), Sm90Params.for_tile(128, 112, splits=splits))
-    a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
-    eager = fn(a, b, sa, sb)
-    graph, out = capture(fn, a, b, sa, sb)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager), "the graph's launch differs from the eager one"
-    for _ in range(2):  # replayed twice in a row with new data in the captured buffers
-        refill((a, b, sa, sb), random_problem_inputs(m, n, k, device="cuda"))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert relative_error(out, reference_matmul(a, b, sa, sb)) < 1e-2
-        assert_counters_zero()
-    assert not torch.equal(out, eager)
+    assert_graph_replays(fn, m, n, k)  # replayed twice in a row with new data
 
 
 def test_graph_survives_a_grown_workspace(backend):

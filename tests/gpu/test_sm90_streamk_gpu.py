@@ -15,14 +15,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from graphs import capture, refill
-from sm90_support import checked_run, inputs, sm90_backend
+from sm90_support import (assert_counters_zero, assert_graph_replays, checked_fixup_run, fixup_tile, inputs,
+                          sm90_backend)
 from gemm.kernels.nvcc import jit
 from gemm.kernels.sm90 import codegen, launcher, streamk
 from gemm.kernels.sm90.params import Sm90Params
 from gemm.problem import GemmProblem
-from gemm.quant import mn_major_scales, random_problem_inputs
-from gemm.reference import reference_matmul, relative_error
+from gemm.quant import mn_major_scales
+from gemm.reference import relative_error
 
 MS = (1, 3, 17, 31, 128, 1000)
 NS = (512, 576, 2112, 7168)
@@ -34,21 +34,8 @@ def backend():
     return sm90_backend()
 
 
-def tile_for(m: int) -> tuple[int, int]:
-    return (64, 128) if m <= 64 else (128, 112)
-
-
-def assert_counters_zero():
-    workspace = launcher._WORKSPACES.get(torch.cuda.current_device())
-    if workspace is not None:
-        torch.cuda.synchronize()
-        assert int(workspace.counters.count_nonzero()) == 0, "a launch left stream-K counters non-zero"
-
-
-def check(backend, params, m, n, k, layout="row", out_dtype="bfloat16"):
-    out = checked_run(backend, params, m, n, k, layout, out_dtype)
-    assert_counters_zero()
-    return out
+tile_for = fixup_tile
+check = checked_fixup_run
 
 
 @pytest.mark.parametrize("k", KS)
@@ -126,19 +113,7 @@ def test_bitwise_deterministic(backend, m, n, k):
 def test_cuda_graph_capture_and_replay(backend, m, n, k):
     block_m, block_n = tile_for(m)
     fn = backend.build(GemmProblem(m, n, k), Sm90Params.for_tile(block_m, block_n, stream_k=True))
-    a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
-    eager = fn(a, b, sa, sb)
-    graph, out = capture(fn, a, b, sa, sb)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, eager), "the graph's launch differs from the eager one"
-    for _ in range(2):  # replayed twice in a row with new data in the captured buffers
-        refill((a, b, sa, sb), random_problem_inputs(m, n, k, device="cuda"))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert relative_error(out, reference_matmul(a, b, sa, sb)) < 1e-2
-        assert_counters_zero()
-    assert not torch.equal(out, eager)
+    assert_graph_replays(fn, m, n, k)  # replayed twice in a row with new data
 
 
 def test_stream_k_and_split_k_share_the_workspace(backend):
