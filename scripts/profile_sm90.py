@@ -30,14 +30,19 @@ BOOLEAN_FIELDS = ("overlap", "swap_ab", "stream_k")
 
 
 def parse_params(text: str) -> Sm90Params:
-    tile, *fields = text.split(":")
-    block_m, block_n = (int(v) for v in tile.split("x"))
-    values = {}
-    for field in fields:
-        key, value = field.split("=")
-        key = ALIASES.get(key, key)
-        values[key] = bool(int(value)) if key in BOOLEAN_FIELDS else (value if key == "raster" else int(value))
-    return Sm90Params.for_tile(block_m, block_n, **values)
+    """``BMxBN[:key=value...]`` as params; ValueError naming the item when it is not one."""
+    try:
+        tile, *fields = text.split(":")
+        block_m, block_n = (int(v) for v in tile.split("x"))
+        values = {}
+        for field in fields:
+            key, value = field.split("=")
+            key = ALIASES.get(key, key)
+            values[key] = bool(int(value)) if key in BOOLEAN_FIELDS else (value if key == "raster" else int(value))
+        return Sm90Params.for_tile(block_m, block_n, **values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--params item {text!r}: expected BMxBN[:key=value...] with keys "
+                         f"{', '.join(sorted(ALIASES))} or Sm90Params fields ({exc})") from None
 
 
 def main() -> None:
@@ -46,14 +51,17 @@ def main() -> None:
     parser.add_argument("--params", default="128x128", help="comma-separated BMxBN[:key=value...]")
     parser.add_argument("--no-cublas", action="store_true")
     args = parser.parse_args()
-    m, n, k = (int(v) for v in args.shape.split(","))
+    try:
+        m, n, k = (int(v) for v in args.shape.split(","))
+        all_params = [parse_params(text) for text in args.params.split(",")]
+    except ValueError as exc:
+        parser.error(str(exc) if "--params" in str(exc) else f"--shape takes M,N,K, got {args.shape!r}")
     problem = GemmProblem(m, n, k)
     a, b, sa, sb = random_problem_inputs(m, n, k, device="cuda")
     ref = reference_matmul(a, b, sa, sb)
     backend = Sm90Backend()
     fns = []
-    for text in args.params.split(","):
-        params = parse_params(text)
+    for params in all_params:
         fn = backend.build(problem, params)
         out = fn(a, b, sa, sb)
         print(f"{params.short()}: relative error {relative_error(out, ref):.2e}")

@@ -112,3 +112,13 @@ def test_ncu_stalls_refuses_files_without_sass_rows(tmp_path, capsys):
     assert "no kernel with SASS rows" in capsys.readouterr().err
     assert stalls.main([str(tmp_path / "missing.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_profile_script_names_a_bad_params_item():
+    profile = load_script("profile_sm90")
+    for text in ("64x16:sw=x", "64-16", "64x16:bogus=1", "64x20"):
+        with pytest.raises(ValueError, match=rf"--params item '{text}': expected BMxBN"):
+            profile.parse_params(text)
+    done = subprocess.run([sys.executable, str(SCRIPTS / "profile_sm90.py"), "--params", "64x16:sw=x"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--params item '64x16:sw=x'" in done.stderr and "Traceback" not in done.stderr

@@ -38,6 +38,7 @@ import math
 from dataclasses import dataclass
 
 from gemm.arch import ArchSpec
+from gemm.kernels.sm90 import streamk
 from gemm.problem import GemmProblem
 
 _SMOOTH_P = 6.0               # smooth maximum exponent: 6 is within 12% of max() where two terms tie
@@ -285,9 +286,8 @@ def sm90_us(problem: GemmProblem, p: dict, arch: ArchSpec, c: Sm90Coefficients) 
     l2_bytes = tiles * k_iters * (min(bm, problem.m) + bn) * 128 * (1.0 - 0.25 * (cluster - 1) / cluster)
     tile_s = c.tile_us * 1e-6
     if p.get("stream_k"):
-        g = min(arch.num_sms, tiles * k_iters)  # G clusters (1x1), no span empty
-        dp_rounds = tiles // g - 1 if tiles >= 2 * g else 0
-        iters = (tiles - dp_rounds * g) * k_iters
+        plan = streamk.schedule(tiles, k_iters, arch.num_sms)  # 1x1 clusters: one per SM
+        g, dp_rounds, iters = plan.clusters, plan.dp_rounds, plan.iterations
         base, span = iters // g, math.ceil(iters / g)
         cut = iters % g != 0 or base % k_iters != 0  # some tile is shared between spans
         peers = min(g - 1, math.ceil((k_iters - 1) / base)) if cut else 0  # partials an owner reads, at most
