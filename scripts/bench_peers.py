@@ -62,6 +62,8 @@ def main(argv=None) -> int:
                         help="also the shapes of these presets, e.g. deepseek-v3-tp8 deepseek-v3-tp1")
     parser.add_argument("--no-sweep", action="store_true", help="time only the heuristic config of the Triton backend")
     parser.add_argument("--cutlass", action="store_true", help="also time the CUTLASS backend's default and space")
+    parser.add_argument("--sm90", action="store_true",
+                        help="also time the Hopper kernel's default and the best-ranked 12 of its space")
     parser.add_argument("--tuned", action="store_true",
                         help="also time the tuned op gemm.w8a8_block_fp8_matmul (peer tuned_op, shipped configs)")
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="stop starting new points after this")
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
 
     command = ("python", "scripts/bench_peers.py", *(sys.argv[1:] if argv is None else argv))
     settings = BenchSettings(tuple(shapes), tuple(m_values), args.out, tuned=args.tuned, sweep=not args.no_sweep,
-                             cutlass=args.cutlass, time_limit_s=None if math.isinf(args.budget_s) else args.budget_s,
+                             cutlass=args.cutlass, sm90=args.sm90, time_limit_s=None if math.isinf(args.budget_s) else args.budget_s,
                              command=command)
     outcome = run_bench(settings, GpuRig(), lambda text: print(text, flush=True))
     print(console_summary(outcome.table, outcome.ceilings))

@@ -152,7 +152,7 @@ def time_candidates(backend: Sm90Backend, problem: GemmProblem, num_sms: int = 1
                     swap_ab: bool = False) -> list[Sm90Params]:
     """Tiles x clusters x overlap, plus every split count the backend offers a tile shape of few tiles
     (``Sm90Backend.split_counts``: fewer tiles than half the SMs; 32-column tiles for split-K only) and for
-    those shapes stream-K (whatever ``STREAM_K_IN_SPACE`` says), plus
+    those shapes stream-K, plus
     with ``swap_ab`` the swap-AB candidates of the space (``Sm90Backend.swap_ab_space``)."""
     out = []
     if swap_ab:

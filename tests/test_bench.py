@@ -21,7 +21,8 @@ from gemm.reference import reference_matmul
 
 # Microseconds the fake timer reports per peer; "ours" is the tuned op.
 TIMES = {"classic_default": 30.0, "cublas_blockwise": 12.0, "cublas_per_tensor": 8.0, "bf16_matmul": 15.0,
-         "tuned_op": 10.0, "triton_heuristic": 11.0, "cutlass_default": 9.0}
+         "tuned_op": 10.0, "triton_heuristic": 11.0, "cutlass_default": 9.0, "sm90_default": 13.0,
+         "sm90_sweep": 7.0}
 
 
 class FakeKernel:
@@ -56,16 +57,20 @@ class FakeRig:
     def time(self, fn, arg_sets) -> Timing:
         return Timing(fn.us, 0.01)
 
-    def calls(self, problem, sets, tuned, sweep, cutlass):
-        self.calls_seen.append((problem.m, problem.n, problem.k, tuned, sweep, cutlass))
+    def calls(self, problem, sets, settings):
+        self.calls_seen.append((problem.m, problem.n, problem.k, settings.tuned, settings.sweep, settings.cutlass,
+                                settings.sm90))
         peers = ["classic_default", "cublas_blockwise", "cublas_per_tensor", "bf16_matmul"]
-        peers += ["tuned_op"] if tuned else []
+        peers += ["tuned_op"] if settings.tuned else []
         for peer in peers + ["triton_heuristic"]:
             wrong = peer == "cublas_blockwise" and problem.m == 16
             yield PeerCall(peer, "", FakeKernel(TIMES[peer], wrong), sets, verify=peer != "bf16_matmul")
-        if cutlass:
+        if settings.cutlass:
             yield PeerCall("cutlass_default", "128x128", FakeKernel(TIMES["cutlass_default"]), sets)
             yield PeerCall("cutlass_sweep", "64x128", RuntimeError("nvcc failed"), sets)
+        if settings.sm90:
+            yield PeerCall("sm90_default", "128x128", FakeKernel(TIMES["sm90_default"]), sets)
+            yield PeerCall("sm90_sweep", "64x16,swab", FakeKernel(TIMES["sm90_sweep"]), sets)
 
     def release(self) -> None:
         time.sleep(self.pause_s)
@@ -116,7 +121,8 @@ def test_a_run_writes_rows_best_times_ceilings_summary_and_plot(rig, tmp_path, c
     assert main(["bench", "--shape", "256,256", "--shape", "512,256", "--m", "1,16", "--cutlass",
                  "--out", str(out)]) == 0
     assert [c[:3] for c in rig.calls_seen] == [(1, 256, 256), (16, 256, 256), (1, 512, 256), (16, 512, 256)]
-    assert all(c[3:] == (True, False, True) for c in rig.calls_seen)  # tuned op always, no sweep, CUTLASS asked
+    # tuned op always, no sweep, CUTLASS asked, no Hopper kernel
+    assert all(c[3:] == (True, False, True, False) for c in rig.calls_seen)
 
     rows = pd.read_csv(out / "bench_rows.csv")
     assert list(rows.columns) == list(COLUMNS) and len(rows) == 4 * 8
@@ -151,6 +157,19 @@ def test_a_run_writes_rows_best_times_ceilings_summary_and_plot(rig, tmp_path, c
         png = out / "performance" / "h200_tflops.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert "](performance/h200_tflops.png)" in md
+
+
+def test_sm90_peers_are_our_backends_and_recorded_in_the_command(rig, tmp_path):
+    out = tmp_path / "out"
+    assert main(["bench", "--shape", "256,256", "--m", "1", "--sm90", "--no-plots", "--out", str(out)]) == 0
+    assert rig.calls_seen == [(1, 256, 256, True, False, False, True)]
+    rows = pd.read_csv(out / "bench_rows.csv")
+    assert set(rows.peer) >= {"sm90_default", "sm90_sweep"} and (rows.status == "OK").all()
+    best = pd.read_csv(out / "bench_best.csv").set_index(["N", "K", "M"])
+    assert best.loc[(256, 256, 1), "ours"] == 7.0  # the Hopper kernel's sweep: the fastest of our backends
+    assert json.loads((out / "ceilings.json").read_text())["command"].endswith("--sm90 --no-plots --out " + str(out))
+    md = (out / "performance.md").read_text()
+    assert "Hopper kernel, best of pruned space" in md and "Hopper kernel, default params" in md
 
 
 def test_time_limit_keeps_what_was_timed_and_exits_3(monkeypatch, tmp_path, capsys):

@@ -13,7 +13,6 @@ import pytest
 
 from gemm.arch import get_arch
 from gemm.kernels.base import LaunchError
-from gemm.kernels.sm90 import backend as sm90_backend
 from gemm.kernels.sm90 import codegen, launcher, streamk
 from gemm.kernels.sm90.backend import Sm90Backend, tiles
 from gemm.kernels.sm90.params import KernelConfig, Sm90Params, stages_that_fit
@@ -60,12 +59,14 @@ def test_schedule_covers_everything_once(tiles_, k_blocks, resident):
     assert all(spans[c][1] == spans[c + 1][0] for c in range(g - 1))
     lengths = [end - begin for begin, end in spans]
     assert min(lengths) >= 1 and max(lengths) - min(lengths) <= 1
-    # a cluster's units: its data-parallel tiles, then its span's pieces in order; at most one per tile
+    # a cluster's units: its data-parallel tiles, then its span's pieces from the last to the first; at
+    # most one per tile
     for c in range(g):
         mine = [u for u in units if u.cluster == c]
         assert [u.index for u in mine] == list(range(len(mine)))
         pieces = [u for u in mine if u.tile >= s.dp_tiles]
-        flat = [u.sk_tile * k_blocks + kb for u in pieces for kb in range(u.kb_begin, u.kb_end)]
+        assert [u.sk_tile for u in pieces] == sorted((u.sk_tile for u in pieces), reverse=True)
+        flat = [u.sk_tile * k_blocks + kb for u in reversed(pieces) for kb in range(u.kb_begin, u.kb_end)]
         assert flat == list(range(*spans[c]))
         assert len({u.tile for u in pieces}) == len(pieces)
     assert max(len([u for u in units if u.cluster == c]) for c in range(g)) == s.units_per_cluster
@@ -80,8 +81,10 @@ def test_fix_up_waits_only_on_lower_clusters_and_one_partial_per_cluster(tiles_,
         if u.role == streamk.PUBLISH:
             assert u.cluster not in published, "a cluster published two partials: its slot would be overwritten"
             published[u.cluster] = u
-            # only the last piece of a span publishes, and it ends before its tile's last K block
-            assert u.index == max(v.index for v in units if v.cluster == u.cluster) and u.kb_end < k_blocks
+            # only the last piece of a span publishes, ends before its tile's last K block, and is the first
+            # piece its cluster walks (so it waits for nothing that runs after it)
+            assert u.index == s.dp_rounds and u.kb_end < k_blocks
+            assert u.sk_tile == max(v.sk_tile for v in units if v.cluster == u.cluster)
     assert s.clusters - 1 not in published, "the last span ends with the last tile"
     for sk_tile in range(s.sk_tiles):
         tile = s.dp_tiles + sk_tile
@@ -96,12 +99,48 @@ def test_fix_up_waits_only_on_lower_clusters_and_one_partial_per_cluster(tiles_,
             continue
         # the owner waits for the lower contributors only, in ascending order; its piece is its span's first
         assert owner.role == streamk.FIX_UP and owner.first == contributors[0] < owner.cluster
-        assert owner.index == s.dp_rounds, "the fixing-up piece must be the first of its span"
+        assert owner.kb_begin > 0, "the fixing-up piece starts its span inside the tile"
+        assert owner.index == max(v.index for v in units if v.cluster == owner.cluster), \
+            "the fixing-up piece is its cluster's last unit: its wait comes after the cluster's other work"
+        # every piece it waits for is the first stream-K unit of its cluster
+        assert all(u.index == s.dp_rounds for u in pieces[:-1])
         for u in pieces[:-1]:
             assert published[u.cluster] is u  # the slot the owner reads is the one this piece wrote
         # K order of the pieces matches cluster order (the fixed order of the partials' sum)
         assert [u.kb_begin for u in pieces] == sorted(u.kb_begin for u in pieces)
         assert all(pieces[i].kb_end == pieces[i + 1].kb_begin for i in range(len(pieces) - 1))
+
+
+@pytest.mark.parametrize("tiles_,k_blocks,resident", CASES)
+def test_no_wait_chains_a_launch_lasts_one_span(tiles_, k_blocks, resident):
+    """Each cluster runs its units in order, a K block costing one step and a wait lasting until every
+    piece waited for is done: the launch ends with the longest cluster's own work, so no owner waits on a
+    piece that runs after a wait of its own cluster."""
+    s = streamk.schedule(tiles_, k_blocks, resident)
+    done = {}  # (cluster, sk_tile) -> step its piece of the tile is done
+    clock = [0] * s.clusters
+    pending = sorted(streamk.units(s), key=lambda u: (u.index, u.cluster))
+    for _ in range(len(pending) + 1):  # a pass per round; a wait on a piece not yet done is retried
+        if not pending:
+            break
+        later = []
+        for u in pending:
+            if any(later_u.cluster == u.cluster for later_u in later):
+                later.append(u)  # units of a cluster run in order
+                continue
+            start = clock[u.cluster] + u.kb_end - u.kb_begin
+            if u.role == streamk.FIX_UP:
+                needed = [done.get((c, u.sk_tile)) for c in range(u.first, u.cluster)]
+                if None in needed:
+                    later.append(u)
+                    continue
+                start = max([start] + needed)
+            clock[u.cluster] = start
+            done[(u.cluster, u.sk_tile)] = start
+        pending = later
+    assert not pending, "some owner waits for a piece that never comes"
+    longest_span = max(end - begin for begin, end in (s.span(c) for c in range(s.clusters)))
+    assert max(clock) == s.dp_rounds * k_blocks + longest_span
 
 
 def test_schedule_examples():
@@ -166,13 +205,9 @@ SPACE_SHAPES = [(1, 512, 7168), (16, 576, 7168), (128, 2112, 7168), (1024, 512, 
 
 
 @pytest.mark.parametrize("m,n,k", SPACE_SHAPES)
-def test_space_offers_stream_k_only_when_enabled_and_where_splits_are(m, n, k, monkeypatch):
+def test_space_offers_stream_k_where_splits_are(m, n, k):
     backend = Sm90Backend()
     problem = GemmProblem(m, n, k)
-    assert sm90_backend.STREAM_K_IN_SPACE is False, "stream-K stays out of the space until its GPU tests pass"
-    assert not any(p.stream_k for p in backend.param_space(problem, H200))
-    assert not backend.default_params(problem, H200).stream_k
-    monkeypatch.setattr(sm90_backend, "STREAM_K_IN_SPACE", True)
     space = list(backend.param_space(problem, H200))
     assert len(space) == len(set(space))
     stream = [p for p in space if p.stream_k]

@@ -7,7 +7,8 @@ engines fall back to, and bf16 ``torch.matmul``; the tuned op
 ``gemm.w8a8_block_fp8_matmul`` as shipped (peer ``tuned_op``, dispatching from the
 configs of the GPU); and our backends: the Triton kernel's untuned heuristic, with
 ``sweep`` the best of a modest per-point sweep of it (every candidate verified
-first), with ``cutlass`` the CUTLASS backend's default params and space.
+first), with ``cutlass`` the CUTLASS backend's default params and space, with ``sm90`` the Hopper
+kernel's default params and the candidates of its space the cost model ranks fastest.
 
 ``GpuRig`` is the CUDA device; ``gemm.bench.run`` drives any object with its
 methods, so the bench's bookkeeping runs in tests with a stand-in rig.
@@ -127,6 +128,33 @@ def cutlass_calls(problem: GemmProblem, arch, sets: Sequence[tuple]) -> list[Pee
     return calls
 
 
+def sm90_calls(problem: GemmProblem, arch, sets: Sequence[tuple], keep: int) -> list[PeerCall]:
+    """The Hopper kernel's default params (peer ``sm90_default``) and the ``keep`` candidates of its space the
+    cost model ranks fastest (``sm90_sweep``; the tuner's pruning keeps the same), each built (or its build
+    error). The libraries are compiled in parallel first (``GEMM_BUILD_JOBS`` nvcc processes), then
+    bound to the point one by one from the cache."""
+    from gemm.kernels.nvcc import jit
+    from gemm.kernels.sm90 import codegen
+    from gemm.kernels.sm90.backend import Sm90Backend
+    from gemm.tuner.model.choice import rank
+    from gemm.tuner.model.fitted import default_model
+
+    backend = Sm90Backend()
+    if backend.unavailable_reason() is not None:
+        return []
+    wanted = [("sm90_default", backend.default_params(problem, arch))]
+    wanted += [("sm90_sweep", r.params) for r in rank(problem, arch, default_model(), [backend])[:keep]]
+    jit.build_many([codegen.build_spec(c) for c in dict.fromkeys(p.kernel_config() for _, p in wanted)])
+    calls = []
+    for peer, params in wanted:
+        try:
+            fn = backend.build(problem, params)
+        except Exception as exc:  # recorded as a failed candidate
+            fn = exc
+        calls.append(PeerCall(peer, params.short(), fn, sets))
+    return calls
+
+
 class GpuRig:
     """The CUDA device the benchmark times on (the current one)."""
 
@@ -147,22 +175,24 @@ class GpuRig:
     def time(self, fn: Callable, arg_sets: Sequence[tuple]) -> Timing:
         return graph_time_us(fn, arg_sets)
 
-    def calls(self, problem: GemmProblem, sets: Sequence[tuple], tuned: bool, sweep: bool,
-              cutlass: bool) -> Iterable[PeerCall]:
-        """Every candidate to time at ``problem``, peers first (built as they are reached)."""
+    def calls(self, problem: GemmProblem, sets: Sequence[tuple], settings) -> Iterable[PeerCall]:
+        """Every candidate ``settings`` (a ``gemm.bench.run.BenchSettings``) asks for at ``problem``, peers
+        first (built as they are reached)."""
         import gemm
         from gemm.kernels.triton_fp8 import TritonBackend, launch
 
         yield from external_peers(problem, sets)
-        if tuned:
+        if settings.tuned:
             yield PeerCall(TUNED, tuned_config(problem), gemm.w8a8_block_fp8_matmul, sets)
         default = TritonBackend().default_params(problem, self.arch)
         yield PeerCall("triton_heuristic", default.short(), lambda *xs, p=default: launch(*xs, p), sets)
-        if sweep:
+        if settings.sweep:
             for params in modest_triton_space(problem, self.arch):
                 yield PeerCall("triton_sweep", params.short(), lambda *xs, p=params: launch(*xs, p), sets)
-        if cutlass:
+        if settings.cutlass:
             yield from cutlass_calls(problem, self.arch, sets)
+        if settings.sm90:
+            yield from sm90_calls(problem, self.arch, sets, settings.sm90_keep)
 
     def release(self) -> None:
         """Give the point's cached blocks back before the next point allocates its own."""

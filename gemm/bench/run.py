@@ -9,7 +9,7 @@ directory into the markdown summary and plots.
 
 The device is a *rig* (``gemm.bench.peers.GpuRig`` on a GPU): an object with
 ``label``, ``device_name``, ``l2_bytes``, ``ceilings()``, ``inputs(problem, copies)``,
-``time(fn, arg_sets)``, ``calls(problem, sets, tuned, sweep, cutlass)`` and
+``time(fn, arg_sets)``, ``calls(problem, sets, settings)`` (the ``BenchSettings``) and
 ``release()``.
 """
 
@@ -37,8 +37,9 @@ class BenchSettings:
     """What to benchmark: (N, K) shapes x M values, which of our candidates besides the heuristic, where to.
 
     ``tuned`` times the tuned op, ``sweep`` a modest per-point sweep of the Triton kernel, ``cutlass`` the
-    CUTLASS backend's default and space. No point starts after ``time_limit_s``. ``command`` is recorded
-    in ``ceilings.json``.
+    CUTLASS backend's default and space, ``sm90`` the Hopper kernel's default and the ``sm90_keep``
+    candidates of its space the cost model ranks fastest (what the tuner's pruning keeps). No point starts
+    after ``time_limit_s``. ``command`` is recorded in ``ceilings.json``.
     """
 
     shapes: tuple[tuple[int, int], ...]
@@ -47,12 +48,16 @@ class BenchSettings:
     tuned: bool = True
     sweep: bool = False
     cutlass: bool = False
+    sm90: bool = False
+    sm90_keep: int = 12
     time_limit_s: float | None = None
     command: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.shapes or not self.m_values:
             raise ValueError("a benchmark needs at least one shape and one M")
+        if self.sm90_keep < 1:
+            raise ValueError(f"sm90_keep must be >= 1, got {self.sm90_keep}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def bench_point(problem: GemmProblem, rig, settings: BenchSettings, ceilings: Ce
     ref = reference_matmul(*sets[0])
     floor = floor_us(m, n, k, ceilings)
     rows = []
-    for call in rig.calls(problem, sets, settings.tuned, settings.sweep, settings.cutlass):
+    for call in rig.calls(problem, sets, settings):
         if isinstance(call.fn, Exception):  # it did not build
             rows.append(dict(M=m, N=n, K=k, peer=call.peer, config=call.config, status=f"FAILED: {call.fn}"[:200],
                              floor_us=floor))

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 COLUMNS = ("M", "N", "K", "peer", "config", "status", "rel_err", "us", "spread", "tflops", "floor_us", "frac_floor")
-OUR_BACKENDS = ("triton_sweep", "triton_heuristic", "cutlass_sweep", "cutlass_default")
+OUR_BACKENDS = ("triton_sweep", "triton_heuristic", "cutlass_sweep", "cutlass_default", "sm90_sweep",
+                "sm90_default")
 TUNED = "tuned_op"
 PEER_LABELS = {
     "cublas_blockwise": "cuBLAS blockwise",
@@ -29,8 +30,11 @@ BACKEND_LABELS = {
     "triton_heuristic": "Triton, heuristic config",
     "cutlass_sweep": "CUTLASS, best of space",
     "cutlass_default": "CUTLASS, default params",
+    "sm90_sweep": "Hopper kernel, best of pruned space",
+    "sm90_default": "Hopper kernel, default params",
 }
-WINNER_LETTERS = {"triton_sweep": "T", "triton_heuristic": "t", "cutlass_sweep": "C", "cutlass_default": "c"}
+WINNER_LETTERS = {"triton_sweep": "T", "triton_heuristic": "t", "cutlass_sweep": "C", "cutlass_default": "c",
+                  "sm90_sweep": "H", "sm90_default": "h"}
 #: (label, lowest M, highest M); points with 64 < M < 128 fall only into "all".
 M_RANGES = (("M ≤ 64", 1, 64), ("128 ≤ M ≤ 512", 128, 512), ("M ≥ 1024", 1024, math.inf), ("all", 1, math.inf))
 

@@ -36,6 +36,9 @@ def add_parsers(sub) -> None:
                       help="also time the best of a modest per-point sweep of the Triton kernel (slower)")
     what.add_argument("--cutlass", action="store_true",
                       help="also time the CUTLASS backend's default params and its whole space (slower)")
+    what.add_argument("--sm90", action="store_true",
+                      help="also time the Hopper kernel's default params and the 12 candidates of its space the "
+                           "cost model ranks fastest (builds them in parallel first)")
     out = p.add_argument_group("output")
     out.add_argument("--out", default="bench_out", metavar="DIR",
                      help="directory for the CSVs, performance.md and performance/ (default bench_out/)")
@@ -77,7 +80,8 @@ def run_report(args) -> int:
 
     timing = [f"--{name.replace('_', '-')}" for name in ("preset", "shape", "m", "m_extra", "time_limit")
               if getattr(args, name)] + [flag for flag, on in (("--triton-sweep", args.triton_sweep),
-                                                               ("--cutlass", args.cutlass)) if on]
+                                                               ("--cutlass", args.cutlass),
+                                                               ("--sm90", args.sm90)) if on]
     if timing:
         say(f"gemm bench: --report summarizes earlier runs; it takes no {', '.join(timing)}")
         return EXIT_USAGE
@@ -115,7 +119,7 @@ def _command(args) -> tuple[str, ...]:
         if value is not None:
             words += [flag, str(value)]
     words += [flag for flag, on in (("--triton-sweep", args.triton_sweep), ("--cutlass", args.cutlass),
-                                    ("--no-plots", args.no_plots)) if on]
+                                    ("--sm90", args.sm90), ("--no-plots", args.no_plots)) if on]
     return (*words, "--out", args.out)
 
 
@@ -141,7 +145,7 @@ def run_bench(args) -> int:
 
     plots = _plots_wanted(args)
     settings = BenchSettings(tuple((s.n, s.k) for s in swept), grid, out, tuned=True, sweep=args.triton_sweep,
-                             cutlass=args.cutlass, time_limit_s=args.time_limit, command=_command(args))
+                             cutlass=args.cutlass, sm90=args.sm90, time_limit_s=args.time_limit, command=_command(args))
     try:
         outcome = bench(settings, rig, say)
     except ValueError as exc:  # nothing was verified: the rows say why

@@ -13,9 +13,9 @@ the machine (``SPLIT_TILES_BELOW``), and the default takes the split count of
 least ``splitk_cost``, a documented heuristic.
 
 Stream-K (``stream_k``) cuts the tiles beyond whole waves, with their K blocks, into one span per SM
-(``gemm.kernels.sm90.streamk``). It is built and checked on the CPU but has not run on a GPU yet, so the
-space offers it only when ``STREAM_K_IN_SPACE`` is set (for the same few-tile shapes as split-K) and
-``default_params`` never picks it.
+(``gemm.kernels.sm90.streamk``). The space offers one stream-K candidate for each tile shape that gets
+split counts (the few-tile shapes); ``default_params`` never picks it (measured on the H200 it wins some
+of those points and split-K the others, and no rule for which is fitted yet).
 
 Swap-AB (``swap_ab``, for decode) computes D^T = B A^T: the weights fill the wgmma's 64-row side and the
 tokens its 16..64 columns. The space offers it at M <= ``SWAP_MAX_M`` (``swap_ab_space``); measured on the
@@ -53,9 +53,6 @@ SPLIT_TILES_BELOW = 0.5
 #: tile, and of the counter hand-off (store, release, acquire) per launch; guesses, not measurements.
 SPLIT_SLOT_BLOCKS = 1.0
 SPLIT_FIXED_BLOCKS = 2.0
-#: Stream-K candidates in ``param_space``. Stays False until tests/gpu/test_sm90_streamk_gpu.py (and
-#: ``scripts/check_sm90_gpu.py correct sanitize`` with its stream-K cases) pass on a GPU.
-STREAM_K_IN_SPACE = False
 #: Largest M the space offers swap-AB at, and the token tiles (BLOCK_N) it tries there.
 SWAP_MAX_M = 64
 SWAP_BLOCK_NS = (16, 32, 48, 64)
@@ -199,8 +196,8 @@ class Sm90Backend(Backend):
 
     def param_space(self, problem: GemmProblem, arch: ArchSpec) -> Iterable[Sm90Params]:
         """Tiles (BLOCK_N from ``SEARCH_BLOCK_NS``) x clusters x tile order, plus split-K (1x1 clusters, M
-        fastest) for tile shapes of few tiles, and for those stream-K when ``STREAM_K_IN_SPACE``; see the
-        module docstring."""
+        fastest) for tile shapes of few tiles, and for each of those one stream-K candidate; see the module
+        docstring."""
         m_tiles_128 = math.ceil(problem.m / 128)
         for block_m in self.block_ms(problem):
             for block_n in SEARCH_BLOCK_NS:
@@ -214,7 +211,7 @@ class Sm90Backend(Backend):
                 counts = self.split_counts(problem, block_m, block_n, arch.num_sms)
                 for splits in counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits)
-                if counts and STREAM_K_IN_SPACE:
+                if counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, stream_k=True)
         yield from self.swap_ab_space(problem, arch)
 
@@ -232,7 +229,7 @@ class Sm90Backend(Backend):
                 counts = self.split_counts(mma, block_m, block_n, arch.num_sms)
                 for splits in counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, splits=splits, swap_ab=True)
-                if counts and STREAM_K_IN_SPACE:
+                if counts:
                     yield Sm90Params.for_tile(block_m, block_n, group=DEFAULT_GROUP, swap_ab=True, stream_k=True)
 
     def default_params(self, problem: GemmProblem, arch: ArchSpec | None) -> Sm90Params:

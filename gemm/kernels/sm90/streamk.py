@@ -8,7 +8,9 @@ length as possible (the first ``I % G`` one longer), cluster g taking the g-th; 
 pieces (tile, kb_begin, kb_end), at most one per tile. A tile's owner is the contributor holding its
 last K range (the highest cluster); every other contributor publishes its fp32 partial into its
 cluster's slot and arrives on the tile's counter, and the owner adds the slots in ascending cluster
-order before the epilogue. Cluster g's i-th unit is u = i * G + g (data-parallel tiles first).
+order before the epilogue. Cluster g's i-th unit is u = i * G + g: its data-parallel tiles first, then
+its pieces from the span's last to its first, so that a cluster publishes before it does anything else
+and fixes up last (walked the other way, the owners' waits chain through the clusters).
 
 Nothing here needs a GPU; the CPU tests check these against the C++ (the exported ``streamk_plan`` and
 ``streamk_unit``) and check the schedule itself (coverage, spans, one partial per cluster, owners).
@@ -112,7 +114,7 @@ def unit(s: Schedule, u: int) -> Unit | None:
     i, g = divmod(u, s.clusters)
     if i < s.dp_rounds:
         return Unit(g, i, i * s.clusters + g, 0, s.k_blocks, WHOLE_TILE, g, i * s.clusters + g - s.dp_tiles)
-    pieces = s.pieces(g)
+    pieces = s.pieces(g)[::-1]  # the span's last piece first
     if i - s.dp_rounds >= len(pieces):
         return None
     t, kb_begin, kb_end = pieces[i - s.dp_rounds]
