@@ -80,7 +80,7 @@ def rig_class():
     class UntunedRig(GpuRig):
         """The GPU, timing the four calls of the module docstring at each point."""
 
-        def calls(self, problem, sets, tuned, sweep, cutlass):
+        def calls(self, problem, sets, settings):
             from gemm.bench.peers import tuned_config
 
             index = sets[0][0].device.index or 0

@@ -107,6 +107,20 @@ def tuned_config(problem: GemmProblem) -> str:
     return f"{backend.name}:{params.short()}"
 
 
+def built_calls(backend, problem: GemmProblem, wanted: Sequence[tuple[str, object]],
+                sets: Sequence[tuple]) -> list[PeerCall]:
+    """A PeerCall per (peer, params) of ``wanted``: the backend's function at ``problem``, or the exception
+    its build raised (recorded as a failed candidate)."""
+    calls = []
+    for peer, params in wanted:
+        try:
+            fn = backend.build(problem, params)
+        except Exception as exc:  # recorded as a failed candidate
+            fn = exc
+        calls.append(PeerCall(peer, params.short(), fn, sets))
+    return calls
+
+
 def cutlass_calls(problem: GemmProblem, arch, sets: Sequence[tuple]) -> list[PeerCall]:
     """CUTLASS's default params and every valid candidate of its space, each built (or its build error)."""
     from gemm.kernels.cutlass.backend import CutlassBackend
@@ -118,23 +132,15 @@ def cutlass_calls(problem: GemmProblem, arch, sets: Sequence[tuple]) -> list[Pee
     wanted = [("cutlass_default", default)]
     wanted += [("cutlass_sweep", p) for p in backend.param_space(problem, arch)
                if backend.check(problem, p, arch) is None]
-    calls = []
-    for peer, params in wanted:
-        try:
-            fn = backend.build(problem, params)
-        except Exception as exc:  # recorded as a failed candidate
-            fn = exc
-        calls.append(PeerCall(peer, params.short(), fn, sets))
-    return calls
+    return built_calls(backend, problem, wanted, sets)
 
 
 def sm90_calls(problem: GemmProblem, arch, sets: Sequence[tuple], keep: int) -> list[PeerCall]:
     """The Hopper kernel's default params (peer ``sm90_default``) and the ``keep`` candidates of its space the
     cost model ranks fastest (``sm90_sweep``; the tuner's pruning keeps the same), each built (or its build
-    error). The libraries are compiled in parallel first (``GEMM_BUILD_JOBS`` nvcc processes), then
-    bound to the point one by one from the cache."""
-    from gemm.kernels.nvcc import jit
-    from gemm.kernels.sm90 import codegen
+    error). The libraries are compiled in parallel first (``gemm.kernels.prebuild``), then bound to the
+    point one by one from the cache."""
+    from gemm.kernels.prebuild import prebuild
     from gemm.kernels.sm90.backend import Sm90Backend
     from gemm.tuner.model.choice import rank
     from gemm.tuner.model.fitted import default_model
@@ -144,15 +150,8 @@ def sm90_calls(problem: GemmProblem, arch, sets: Sequence[tuple], keep: int) -> 
         return []
     wanted = [("sm90_default", backend.default_params(problem, arch))]
     wanted += [("sm90_sweep", r.params) for r in rank(problem, arch, default_model(), [backend])[:keep]]
-    jit.build_many([codegen.build_spec(c) for c in dict.fromkeys(p.kernel_config() for _, p in wanted)])
-    calls = []
-    for peer, params in wanted:
-        try:
-            fn = backend.build(problem, params)
-        except Exception as exc:  # recorded as a failed candidate
-            fn = exc
-        calls.append(PeerCall(peer, params.short(), fn, sets))
-    return calls
+    prebuild(backend.name, [p for _, p in wanted], problem.out_dtype, lambda line: None)
+    return built_calls(backend, problem, wanted, sets)
 
 
 class GpuRig:

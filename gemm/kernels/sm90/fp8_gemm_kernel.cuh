@@ -108,8 +108,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       uint32_t phase = 0;
       [[maybe_unused]] int issued = 0;
       // The walk is instantiated once per schedule (below): one loop that chose its schedule per unit made
-      // ptxas spill the loop counter in this 40-register warp.
-      auto produce = [&](auto const& next_unit) {
+      // ptxas spill the loop counter in this 40-register warp. The scale layout and whether the CTA is in
+      // a pair are compile-time in each instance too: this one warp issues every stage, its instruction
+      // stream is what a stage waits for at large M (ncu, 4096x7168x7168: about 250 instructions per
+      // stage, awake three quarters of the time, while the consumers wait on full stages), and the tests
+      // of run-time fields cost it a dozen instructions and a divergent branch per stage.
+      auto produce = [&](auto const& next_unit, auto mn_major, auto paired) {
+        constexpr bool kMnMajor = decltype(mn_major)::value;
+        constexpr bool kPaired = decltype(paired)::value;
+        uint32_t const tx = kMnMajor ? stage_tx : T::kABytes + T::kBBytes;
         for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
           WorkUnit w;
           if (!next_unit(u, w)) continue;
@@ -138,22 +145,22 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
             }
 #endif
             if (lane == 0) {
-              full[stage].arrive_and_expect_tx(stage_tx);
-              uint8_t* a_dst = smem_a + stage * T::kABytes + a_offset * kBlockK;
-              uint8_t* b_dst = smem_b + stage * T::kBBytes + b_offset * kBlockK;
-              if (args.cluster_n > 1) {
+              full[stage].arrive_and_expect_tx(tx);
+              uint8_t* a_dst = smem_a + stage * T::kABytes + (kPaired ? a_offset * kBlockK : 0);
+              uint8_t* b_dst = smem_b + stage * T::kBBytes + (kPaired ? b_offset * kBlockK : 0);
+              if (kPaired && args.cluster_n > 1) {
                 cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_a, bar, pair_mask, kHint, a_dst, kb * kBlockK,
                                                        m0 + a_offset);
               } else {
                 cute::SM90_TMA_LOAD_2D::copy(&args.tma_a, bar, kHint, a_dst, kb * kBlockK, m0);
               }
-              if (args.cluster_m > 1) {
+              if (kPaired && args.cluster_m > 1) {
                 cute::SM90_TMA_LOAD_MULTICAST_2D::copy(&args.tma_b, bar, pair_mask, kHint, b_dst, kb * kBlockK,
                                                        n0 + b_offset);
               } else {
                 cute::SM90_TMA_LOAD_2D::copy(&args.tma_b, bar, kHint, b_dst, kb * kBlockK, n0);
               }
-              if (args.sfa_mn_major) {
+              if constexpr (kMnMajor) {
                 cute::SM90_TMA_LOAD_2D::copy(&args.tma_sfa, bar, kHint, smem_sfa + stage * T::kSfaStride, sfa0, kb);
               }
             }
@@ -161,9 +168,12 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
             if (lane < T::kScaleSlots) {
               cute::SM80_CP_ASYNC_CACHEALWAYS<float>::copy(sfb_src[kb], smem_sfb[stage * T::kSfbFloats + lane]);
             }
-            if (!args.sfa_mn_major) {
+            if constexpr (!kMnMajor) {
+              // A fixed trip count (rows lane, lane + 32, ..), so the loop unrolls with no loop counter.
 #pragma unroll
-              for (int r = lane; r < T::kSfaFloats; r += 32) {
+              for (int i = 0; i < (T::kSfaFloats + 31) / 32; ++i) {
+                int const r = lane + 32 * i;
+                if (T::kSfaFloats % 32 != 0 && r >= T::kSfaFloats) break;
                 // Tokens beyond M read the last token's scale: finite, and their zero-filled operand rows and
                 // the clipped stores make it harmless.
                 // (The last token is read here, not kept from before the loop: the producer has 40 registers.)
@@ -181,12 +191,26 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
           }
         }
       };
-      if (args.stream.enabled) {
-        produce([&](int u, WorkUnit& w) {
+      auto with_layout = [&](auto const& next_unit, auto paired) {
+        if (args.sfa_mn_major) {
+          produce(next_unit, cute::true_type{}, paired);
+        } else {
+          produce(next_unit, cute::false_type{}, paired);
+        }
+      };
+      auto with_cluster = [&](auto const& next_unit) {
+        if (args.cluster_size > 1) {
+          with_layout(next_unit, cute::true_type{});
+        } else {
+          with_layout(next_unit, cute::false_type{});
+        }
+      };
+      if (args.stream.enabled) {  // stream-K runs 1x1 clusters only
+        with_layout([&](int u, WorkUnit& w) {
           return streamk_unit(args.stream, args.k_blocks, cluster_count(args.cluster_size), u, w);
-        });
+        }, cute::false_type{});
       } else {
-        produce([&](int u, WorkUnit& w) {
+        with_cluster([&](int u, WorkUnit& w) {
           return work_unit(args.split, args.cluster_tiles, args.k_blocks, cluster_count(args.cluster_size), u, w);
         });
       }
