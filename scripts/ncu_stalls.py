@@ -2,12 +2,15 @@
 
     ncu --set full --import-source yes -o prof ...            # on the GPU (see scripts/profile_sm90.py)
     ncu -i prof.ncu-rep --page source --csv --print-source sass > prof_sass.csv
-    python scripts/ncu_stalls.py prof_sass.csv [--top 12] [--out DIR]
+    python scripts/ncu_stalls.py prof_sass.csv [--top 12] [--loops 6] [--out DIR]
 
 For every kernel in the CSV: the share of its warp-stall samples per stall reason and per instruction
 class (wgmma waits ``WARPGROUP.DEPBAR``, mbarrier waits ``SYNCS``/``NANOSLEEP``, named barriers ``BAR``,
 the wgmmas, promotion FFMA/FMUL, shared loads, stores and TMA, branches), then the instructions with the
-most samples. Samples are taken at a fixed rate per warp, so a kernel's total is proportional to its
+most samples. With ``--loops N``, the N execution counts holding the most samples: instructions that ran
+equally often are one loop body (or straight-line code between branches), so each line says how many
+instructions a pass of it runs and how many times it ran, e.g. a producer's per-stage instruction count or
+a wait's retries against its first tries. Samples are taken at a fixed rate per warp, so a kernel's total is proportional to its
 warps x time: two kernels' totals compare their cost. Rows go to ``DIR/stalls.csv`` with ``--out``.
 """
 
@@ -16,11 +19,13 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
+import gzip
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SAMPLES = "Warp Stall Sampling (All Samples)"
+EXECUTED = "Instructions Executed"
 #: (class, substrings of the SASS text that put an instruction in it), first match wins.
 CLASSES = (
     ("wgmma wait", ("WARPGROUP.DEPBAR",)),
@@ -44,6 +49,20 @@ class KernelStalls:
     by_reason: collections.Counter = field(default_factory=collections.Counter)
     by_class: collections.Counter = field(default_factory=collections.Counter)
     instructions: list[tuple[int, str, str]] = field(default_factory=list)  # (samples, sass, top reason)
+    executions: list[int] = field(default_factory=list)  # warp-level executions, parallel to instructions
+    addresses: list[str] = field(default_factory=list)
+
+
+def loops(kernel: KernelStalls) -> list[tuple[int, int, int, str]]:
+    """(executions, instructions, samples, first address) per distinct execution count > 0, most samples
+    first: instructions that ran equally often form one loop body or one straight run between branches."""
+    groups: dict[int, list[int]] = {}
+    for i, executed in enumerate(kernel.executions):
+        if executed > 0:
+            groups.setdefault(executed, []).append(i)
+    out = [(executed, len(idx), sum(kernel.instructions[i][0] for i in idx), kernel.addresses[idx[0]])
+           for executed, idx in groups.items()]
+    return sorted(out, key=lambda g: (-g[2], -g[0]))
 
 
 def instruction_class(sass: str) -> str:
@@ -55,13 +74,15 @@ def instruction_class(sass: str) -> str:
 
 
 def read_source_csv(path: Path) -> list[KernelStalls]:
-    """The kernels of an ``ncu --page source --csv --print-source sass`` export, in file order.
+    """The kernels of an ``ncu --page source --csv --print-source sass`` export (gzipped if it ends in
+    ``.gz``), in file order.
 
     Each kernel's block starts with a ``"Kernel Name",<name>`` row and an ``Address,Source,...`` header;
     raises ValueError when the file holds no such block."""
     kernels: list[KernelStalls] = []
     header: list[str] | None = None
-    with open(path, newline="") as f:
+    opener = gzip.open if path.suffix == ".gz" else open  # the records under docs/bench are gzipped
+    with opener(path, "rt", newline="") as f:
         for row in csv.reader(f):
             if not row:
                 continue
@@ -87,6 +108,8 @@ def add_instruction(kernel: KernelStalls, row: dict[str, str]) -> None:
     kernel.by_class[instruction_class(sass)] += samples
     top = max(reasons.items(), key=lambda kv: kv[1])[0] if reasons and max(reasons.values()) else "-"
     kernel.instructions.append((samples, sass, top))
+    kernel.executions.append(int((row.get(EXECUTED) or "0").replace(",", "") or 0))
+    kernel.addresses.append(row.get("Address", ""))
 
 
 def share(part: int, whole: int) -> str:
@@ -97,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", type=Path, help="ncu source-page CSV export")
     parser.add_argument("--top", type=int, default=12, help="instructions with the most samples to list")
+    parser.add_argument("--loops", type=int, default=0,
+                        help="also list the execution counts holding the most samples (loop bodies)")
     parser.add_argument("--out", type=Path, help="write DIR/stalls.csv (kernel, class, samples, share)")
     args = parser.parse_args(argv)
-    if args.top < 0:
-        parser.error(f"--top takes a count >= 0, got {args.top}")
+    if args.top < 0 or args.loops < 0:
+        parser.error(f"--top and --loops take counts >= 0, got {args.top} and {args.loops}")
     try:
         kernels = read_source_csv(args.csv)
     except OSError as exc:
@@ -116,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         print("   by class:  " + ", ".join(f"{c} {share(v, kernel.total)}" for c, v in kernel.by_class.most_common()))
         for samples, sass, top in sorted(kernel.instructions, key=lambda t: -t[0])[:args.top]:
             print(f"   {share(samples, kernel.total):>6s}  {sass[:72]:72s} {top}")
+        for executed, count, samples, address in loops(kernel)[:args.loops]:
+            print(f"   loop  {executed:>10d} passes x {count:4d} instructions  {share(samples, kernel.total):>6s} "
+                  f"of the samples, from {address}")
         rows += [dict(kernel=kernel.name, instruction_class=c, samples=v, share=v / kernel.total if kernel.total else 0.0)
                  for c, v in kernel.by_class.most_common()]
     if args.out is not None:

@@ -82,6 +82,8 @@ NCU_SOURCE_CSV = '''"Kernel Name","kernel_a(Args)",
 "0x10","      WARPGROUP.DEPBAR.LE gsb0, 0x0","6","10","6","0","6"
 "0x20","      SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR28], R88","3","10","1","2","1"
 "0x30","      FFMA R1, R2, R3, R1","1","10","0","0","0"
+"0x40","      @!P0  NANOSLEEP.SYNCS 0x989680","0","25","0","0","0"
+"0x50","      @!P0  BRA 0x20","1","1,025","0","1","0"
 "Kernel Name","kernel_b(Args)",
 "Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed","stall_barrier","stall_long_sb","stall_barrier (Not Issued)"
 "0x10","      QGMMA.64x128x32.F32.E4M3.E4M3 R24, gdesc[UR16], R24","4","10","0","4","0"
@@ -93,15 +95,28 @@ def test_ncu_stalls_groups_samples_per_kernel_and_class(tmp_path, capsys):
     path = tmp_path / "prof_sass.csv"
     path.write_text(NCU_SOURCE_CSV)
     a, b = stalls.read_source_csv(path)
-    assert (a.name, a.total, b.name, b.total) == ("kernel_a(Args)", 10, "kernel_b(Args)", 4)
-    assert a.by_class == {"wgmma wait": 6, "mbarrier wait": 3, "ffma/fmul": 1}
-    assert a.by_reason == {"barrier": 7, "long_sb": 2}  # the "(Not Issued)" columns are not counted twice
+    assert (a.name, a.total, b.name, b.total) == ("kernel_a(Args)", 11, "kernel_b(Args)", 4)
+    assert a.by_class == {"wgmma wait": 6, "mbarrier wait": 3, "ffma/fmul": 1, "branch": 1}
+    assert a.by_reason == {"barrier": 7, "long_sb": 3}  # the "(Not Issued)" columns are not counted twice
     assert b.by_class == {"wgmma": 4}
-    assert stalls.main([str(path), "--top", "1", "--out", str(tmp_path / "o")]) == 0
+    # instructions that ran equally often are one loop body: 3 x 10 passes, then the retry loop
+    assert stalls.loops(a) == [(10, 3, 10, "0x10"), (1025, 1, 1, "0x50"), (25, 1, 0, "0x40")]
+    assert stalls.main([str(path), "--top", "1", "--loops", "2", "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
-    assert "wgmma wait 60.0%" in printed and "mbarrier wait 30.0%" in printed
+    assert "wgmma wait 54.5%" in printed and "mbarrier wait 27.3%" in printed
+    assert "10 passes x    3 instructions   90.9% of the samples, from 0x10" in printed
+    assert "1025 passes x    1 instructions" in printed and " 25 passes" not in printed  # --loops 2
     rows = (tmp_path / "o" / "stalls.csv").read_text().splitlines()
-    assert rows[0] == "kernel,instruction_class,samples,share" and len(rows) == 1 + 3 + 1
+    assert rows[0] == "kernel,instruction_class,samples,share" and len(rows) == 1 + 4 + 1
+
+
+def test_ncu_stalls_reads_gzipped_exports(tmp_path):
+    import gzip
+
+    stalls = load_script("ncu_stalls")
+    path = tmp_path / "prof_sass.csv.gz"
+    path.write_bytes(gzip.compress(NCU_SOURCE_CSV.encode()))
+    assert [k.total for k in stalls.read_source_csv(path)] == [11, 4]
 
 
 def test_ncu_stalls_refuses_files_without_sass_rows(tmp_path, capsys):

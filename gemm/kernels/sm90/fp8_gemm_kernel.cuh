@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       // The walk is instantiated once per schedule (below): one loop that chose its schedule per unit made
       // ptxas spill the loop counter in this 40-register warp. The scale layout and whether the CTA is in
       // a pair are compile-time in each instance too: this one warp issues every stage, its instruction
-      // stream is what a stage waits for at large M (ncu, 4096x7168x7168: about 250 instructions per
+      // stream is what a stage waits for at large M (ncu, 4096x7168x7168: about 145 instructions per
       // stage, awake three quarters of the time, while the consumers wait on full stages), and the tests
       // of run-time fields cost it a dozen instructions and a divergent branch per stage.
       auto produce = [&](auto const& next_unit, auto mn_major, auto paired) {
