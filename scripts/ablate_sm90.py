@@ -29,7 +29,7 @@ FIELDS = ("library", "cluster", "layout", "us", "tflops", "cublas_us", "speed_vs
 
 
 def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layouts: list[str],
-             splits: int = 1) -> list[dict]:
+             splits: int = 1, dependent_launch: bool = False) -> list[dict]:
     """Rows of one library, timed in this process (the child's side)."""
     import torch
 
@@ -62,7 +62,8 @@ def time_one(path: Path, shape: tuple[int, int, int], clusters: list[int], layou
     rows = []
     for cluster_m in clusters:
         # Only the run-time fields matter (and swap_ab, which must match the library's).
-        params = Sm90Params(block_m=128, block_n=128, cluster_m=cluster_m, splits=splits, swap_ab=library.swap_ab)
+        params = Sm90Params(block_m=128, block_n=128, cluster_m=cluster_m, splits=splits, swap_ab=library.swap_ab,
+                            dependent_launch=dependent_launch)
         fn = make_gemm_fn(library, problem, params)
         error = relative_error(fn(*base), ref) if ref is not None else float("nan")
         for layout, arg_sets in (("row", sets), ("mn", mn_sets)):
@@ -89,6 +90,8 @@ def main() -> None:
     parser.add_argument("--clusters", default="1,2", help="cluster_m values to time (comma-separated)")
     parser.add_argument("--layouts", default="row,mn", help="activation-scale layouts to time: row, mn")
     parser.add_argument("--splits", type=int, default=1, help="split-K count of every launch (default 1)")
+    parser.add_argument("--dependent-launch", action="store_true",
+                        help="launch as programmatic dependent launches (consecutive replays may overlap)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per library (default 60)")
     parser.add_argument("--out", type=Path, default=Path("bench_out/ablate_sm90"), help="output directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -104,13 +107,14 @@ def main() -> None:
         parser.error(f"--shape takes three positive integers M,N,K, got {args.shape!r}")
     layouts = args.layouts.split(",")
     if args.child:  # one library, rows as JSON lines on stdout
-        for row in time_one(args.libraries[0], shape, clusters, layouts, args.splits):
+        for row in time_one(args.libraries[0], shape, clusters, layouts, args.splits, args.dependent_launch):
             print(json.dumps(row), flush=True)
         return
     rows: list[dict] = []
     for path in args.libraries:
         command = [sys.executable, __file__, str(path), "--child", "--shape", args.shape, "--clusters",
                    args.clusters, "--layouts", args.layouts, "--splits", str(args.splits)]
+        command += ["--dependent-launch"] if args.dependent_launch else []
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=False)
             found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

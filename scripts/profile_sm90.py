@@ -5,6 +5,7 @@
 
 Each ``--params`` item is ``BMxBN`` with optional ``:key=value`` fields of ``Sm90Params``
 (``ov`` for overlap, ``cm``/``cn`` for the cluster, ``sk`` for splits, ``sw`` for swap-AB, ``st`` for stream-K,
+``pdl`` for a programmatic dependent launch,
 e.g. ``64x96:sk=3``, ``64x16:sw=1:sk=4``, ``128x112:st=1``). Every launch is
 checked against the reference first.
 """
@@ -25,8 +26,9 @@ from gemm.problem import GemmProblem  # noqa: E402
 from gemm.quant import random_problem_inputs  # noqa: E402
 from gemm.reference import reference_matmul, relative_error  # noqa: E402
 
-ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n", "sk": "splits", "sw": "swap_ab", "st": "stream_k"}
-BOOLEAN_FIELDS = ("overlap", "swap_ab", "stream_k")
+ALIASES = {"ov": "overlap", "cm": "cluster_m", "cn": "cluster_n", "sk": "splits", "sw": "swap_ab", "st": "stream_k",
+           "pdl": "dependent_launch"}
+BOOLEAN_FIELDS = ("overlap", "swap_ab", "stream_k", "dependent_launch")
 
 
 def parse_params(text: str) -> Sm90Params:

@@ -30,7 +30,7 @@ from gemm.kernels.nvcc.jit import BuildSpec
 from gemm.kernels.sm90.params import KernelConfig
 
 #: Bumped whenever an exported signature or ``RunOptions`` changes.
-ABI_VERSION = 4
+ABI_VERSION = 5
 FAMILY = "sm90"
 SYMBOL_PREFIX = "gemm_sm90_"
 HEADER_NAME = "fp8_gemm.cuh"

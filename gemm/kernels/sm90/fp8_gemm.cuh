@@ -85,10 +85,12 @@ struct RunOptions {
   void* workspace;          // fp32 partial tiles, 16-byte aligned (contents never need clearing)
   int64_t workspace_bytes;  // bytes at `workspace`
   int32_t stream_k;         // 1: the stream-K schedule (fp8_gemm_streamk.cuh; splits == 1, 1x1 clusters only)
+  int32_t dependent_launch;  // 1: programmatic dependent launch (the kernel waits for the previous one itself)
 };
 static_assert(sizeof(RunOptions) == 64 && offsetof(RunOptions, counter_slots) == 24 &&
                   offsetof(RunOptions, counters) == 32 && offsetof(RunOptions, workspace) == 40 &&
-                  offsetof(RunOptions, workspace_bytes) == 48 && offsetof(RunOptions, stream_k) == 56,
+                  offsetof(RunOptions, workspace_bytes) == 48 && offsetof(RunOptions, stream_k) == 56 &&
+                  offsetof(RunOptions, dependent_launch) == 60,
               "launcher.py's ctypes mirror of RunOptions assumes this layout");
 
 inline std::string& last_error() {
@@ -341,6 +343,7 @@ struct Gemm {
     args.cluster_m = o.cluster_m;
     args.cluster_n = o.cluster_n;
     args.cluster_size = o.cluster_m * o.cluster_n;
+    args.dependent_launch = o.dependent_launch ? 1 : 0;
     args.raster = o.raster;
     args.group = o.group;
     args.num_m_blocks = (mm + kBlockM - 1) / kBlockM;
@@ -409,13 +412,24 @@ struct Gemm {
     config.blockDim = dim3(T::kThreads);
     config.dynamicSmemBytes = T::kSmemLaunchBytes;
     config.stream = stream;
-    cudaLaunchAttribute attribute;
-    attribute.id = cudaLaunchAttributeClusterDimension;
-    attribute.val.clusterDim.x = cluster_size;
-    attribute.val.clusterDim.y = 1;
-    attribute.val.clusterDim.z = 1;
-    config.attrs = &attribute;
-    config.numAttrs = cluster_size > 1 ? 1 : 0;
+    cudaLaunchAttribute attributes[2];
+    int count = 0;
+    if (cluster_size > 1) {
+      attributes[count].id = cudaLaunchAttributeClusterDimension;
+      attributes[count].val.clusterDim.x = cluster_size;
+      attributes[count].val.clusterDim.y = 1;
+      attributes[count].val.clusterDim.z = 1;
+      ++count;
+    }
+    if (o.dependent_launch) {
+      // The launch may begin while the stream's previous kernel drains; the kernel's griddepcontrol.wait
+      // (before its first global read) keeps the order of memory effects.
+      attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attributes[count].val.programmaticStreamSerializationAllowed = 1;
+      ++count;
+    }
+    config.attrs = attributes;
+    config.numAttrs = count;
     cudaError_t err = cudaLaunchKernelEx(&config, fp8_gemm_kernel<T, Mma>, args);
     if (err != cudaSuccess) {
       cudaGetLastError();

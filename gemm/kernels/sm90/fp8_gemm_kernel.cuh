@@ -83,10 +83,18 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
     return work_unit(args.split, args.cluster_tiles, args.k_blocks, clusters, u, w);
   };
 
+  // Programmatic dependent launch: the stream's next kernel may be scheduled now (it waits for this grid
+  // itself before reading what this one writes). Only in dependent launches, like the wait below.
+  if (args.dependent_launch && threadIdx.x == 0) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
   if (warp_group == 0) {
     // ------------------------------------------------------------------ producer
     cutlass::arch::warpgroup_reg_dealloc<T::kProducerRegs>();
     if (threadIdx.x < 32) {
+      // Every global read of the CTA (operands, scales, the split-K and stream-K workspace, which the
+      // consumers touch only after stages this warp filled) follows this wait for the previous kernel of a
+      // dependent launch, and so does every global write.
+      if (args.dependent_launch) asm volatile("griddepcontrol.wait;" ::: "memory");
       // Lane 0 issues the TMA loads of the operands (and of MN-major activation scales); every lane
       // copies some of the stage's scales with cp.async, whose completion also lands on the full barrier,
       // so the consumers read every scale from shared memory, never at global-memory latency.

@@ -42,6 +42,7 @@ struct KernelArgs {
   int sfa_ld;
   int sfa_mn_major;
   int cluster_m, cluster_n, cluster_size;
+  int dependent_launch;  // 1: launched as a programmatic dependent launch (RunOptions::dependent_launch)
   int raster, group;
   int cluster_tiles_m, cluster_tiles_n, cluster_tiles;
   int num_m_blocks, num_n_blocks;

@@ -47,6 +47,7 @@ class RunOptions(ctypes.Structure):
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
         ("stream_k", ctypes.c_int32),
+        ("dependent_launch", ctypes.c_int32),
     ]
 
 
@@ -55,6 +56,7 @@ def run_options(params: Sm90Params, max_ctas: int = 0, workspace: "SplitKWorkspa
     options = RunOptions(params.cluster_m, params.cluster_n, RASTER_CODES[params.raster], params.group, max_ctas,
                          params.splits)
     options.stream_k = int(params.stream_k)
+    options.dependent_launch = int(params.dependent_launch)
     if workspace is not None:
         options.counter_slots = workspace.counters.numel()
         options.counters = workspace.counters.data_ptr()

@@ -167,7 +167,9 @@ class Sm90Params(KernelParams):
     ``splits`` (1 = data-parallel; S in [2, 32]: split-K over S ranges of K blocks), ``swap_ab``
     (D^T = B A^T for decode: ``block_m`` in {64, 128} rows of N, ``block_n`` columns of M; 1x1 clusters)
     and ``stream_k`` (hybrid data-parallel + stream-K schedule; with ``splits`` = 1 and 1x1 clusters only,
-    which the backend's ``check`` enforces).
+    which the backend's ``check`` enforces), ``dependent_launch`` (programmatic dependent launch: the
+    launch may start while the stream's previous kernel finishes; it waits for that kernel before its
+    first global read).
     """
 
     block_m: int = 128
@@ -181,6 +183,7 @@ class Sm90Params(KernelParams):
     splits: int = 1
     swap_ab: bool = False
     stream_k: bool = False
+    dependent_launch: bool = False
 
     def __post_init__(self) -> None:
         owner = "Sm90Params"
@@ -201,6 +204,8 @@ class Sm90Params(KernelParams):
         _check_swap(owner, self.swap_ab, None)
         if not isinstance(self.stream_k, bool):
             raise ValueError(f"{owner}.stream_k must be true/false, got {self.stream_k!r}")
+        if not isinstance(self.dependent_launch, bool):
+            raise ValueError(f"{owner}.dependent_launch must be true/false, got {self.dependent_launch!r}")
 
     @classmethod
     def for_tile(cls, block_m: int, block_n: int, overlap: bool | None = None, **fields) -> "Sm90Params":
@@ -219,8 +224,8 @@ class Sm90Params(KernelParams):
 
     def short(self) -> str:
         """e.g. ``128x112x128,stauto,ov,c1x1,along_m,g8`` (``,sk4`` appended for 4-way split-K, ``,sk-stream``
-        for stream-K, ``,swab`` for swap-AB)."""
+        for stream-K, ``,swab`` for swap-AB, ``,pdl`` for a dependent launch)."""
         return (f"{self.block_m}x{self.block_n}x{BLOCK_K},st{self.stages or 'auto'},{'ov,' if self.overlap else ''}"
                 f"c{self.cluster_m}x{self.cluster_n},{self.raster},g{self.group}"
                 + (f",sk{self.splits}" if self.splits > 1 else "") + (",sk-stream" if self.stream_k else "")
-                + (",swab" if self.swap_ab else ""))
+                + (",swab" if self.swap_ab else "") + (",pdl" if self.dependent_launch else ""))
