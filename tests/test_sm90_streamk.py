@@ -1,7 +1,7 @@
 """CPU tests of the Hopper kernel's stream-K: the schedule (a Python mirror of the C++, checked against the
 C++ itself with a host-only nvcc build and through a real kernel library's exported helpers), the
-fix-up order that keeps every wait on lower clusters, the one-partial-per-cluster workspace, the params,
-the backend's checks, the gated space, the cost model, the launcher's options and the new ABI. Nothing
+fix-up order that keeps every wait on lower clusters and lets no wait chain through the clusters, the
+one-partial-per-cluster workspace, the params, the backend's checks, the space, the cost model, the launcher's options and the new ABI. Nothing
 here needs a GPU; the GPU tests are ``tests/gpu/test_sm90_streamk_gpu.py``."""
 
 from __future__ import annotations

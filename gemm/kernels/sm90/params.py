@@ -18,8 +18,9 @@
   ``gemm.kernels.sm90.splitk``) and ``stream_k`` (the tiles beyond whole
   waves and their K blocks cut into one span per cluster, the partials of a
   shared tile added by its last contributor; exclusive with split-K, 1x1
-  clusters; see ``gemm.kernels.sm90.streamk``). M, N and K are run-time too,
-  so one build serves every shape.
+  clusters; see ``gemm.kernels.sm90.streamk``) and ``dependent_launch``
+  (programmatic dependent launch). M, N and K are run-time too, so one build
+  serves every shape.
 
 Only the domain of each field is checked here (``ValueError`` naming the
 field); whether a combination can run a problem is the backend's ``check``.
