@@ -208,3 +208,17 @@ def test_console_summary_names_ours_only_when_two_backends_were_timed():
     assert "\ntriton_heuristic" in text and "\nours" not in text
     table["triton_sweep"], table["ours"] = [8.0, 40.0], [8.0, 40.0]
     assert "\nours" in console_summary(table, None)
+
+
+@pytest.mark.parametrize("calls_of,peer", [("cutlass_calls", "cutlass_default"), ("sm90_calls", "sm90_default")])
+def test_a_backend_that_cannot_run_is_recorded_as_failed_not_left_out(monkeypatch, calls_of, peer):
+    from gemm.bench import peers
+    from gemm.kernels.cutlass.backend import CutlassBackend
+    from gemm.kernels.sm90.backend import Sm90Backend
+    from gemm.problem import GemmProblem
+
+    for backend in (CutlassBackend, Sm90Backend):
+        monkeypatch.setattr(backend, "unavailable_reason", lambda self: "nvcc not found")
+    args = (GemmProblem(16, 256, 256), None, [("a", "b", "sa", "sb")]) + ((12,) if calls_of == "sm90_calls" else ())
+    (call,) = getattr(peers, calls_of)(*args)
+    assert call.peer == peer and isinstance(call.fn, Exception) and "nvcc not found" in str(call.fn)

@@ -121,13 +121,22 @@ def built_calls(backend, problem: GemmProblem, wanted: Sequence[tuple[str, objec
     return calls
 
 
+def unavailable_call(backend, peer: str, sets: Sequence[tuple]) -> PeerCall | None:
+    """A failed ``peer`` candidate saying why ``backend`` cannot run here (no nvcc, no headers, no Hopper
+    GPU), so that a run asked to time it records the reason instead of leaving it out; None if it can run."""
+    from gemm.kernels.base import BackendUnavailable
+
+    reason = backend.unavailable_reason()
+    return None if reason is None else PeerCall(peer, "", BackendUnavailable(f"{backend.name}: {reason}"), sets)
+
+
 def cutlass_calls(problem: GemmProblem, arch, sets: Sequence[tuple]) -> list[PeerCall]:
     """CUTLASS's default params and every valid candidate of its space, each built (or its build error)."""
     from gemm.kernels.cutlass.backend import CutlassBackend
 
     backend = CutlassBackend()
-    if backend.unavailable_reason() is not None:
-        return []
+    if (missing := unavailable_call(backend, "cutlass_default", sets)) is not None:
+        return [missing]
     default = backend.default_params(problem, arch)
     wanted = [("cutlass_default", default)]
     wanted += [("cutlass_sweep", p) for p in backend.param_space(problem, arch)
@@ -146,8 +155,8 @@ def sm90_calls(problem: GemmProblem, arch, sets: Sequence[tuple], keep: int) -> 
     from gemm.tuner.model.fitted import default_model
 
     backend = Sm90Backend()
-    if backend.unavailable_reason() is not None:
-        return []
+    if (missing := unavailable_call(backend, "sm90_default", sets)) is not None:
+        return [missing]
     wanted = [("sm90_default", backend.default_params(problem, arch))]
     wanted += [("sm90_sweep", r.params) for r in rank(problem, arch, default_model(), [backend])[:keep]]
     prebuild(backend.name, [p for _, p in wanted], problem.out_dtype, lambda line: None)
