@@ -38,7 +38,7 @@ class BenchSettings:
 
     ``tuned`` times the tuned op, ``sweep`` a modest per-point sweep of the Triton kernel, ``cutlass`` the
     CUTLASS backend's default and space, ``sm90`` the Hopper kernel's default and the ``sm90_keep``
-    candidates of its space the cost model ranks fastest (what the tuner's pruning keeps). No point starts
+    candidates of its space the cost model ranks fastest (as the tuner's pruning ranks them). No point starts
     after ``time_limit_s``. ``command`` is recorded in ``ceilings.json``.
     """
 

@@ -105,8 +105,6 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
         if (args.sfa_mn_major) cute::prefetch_tma_descriptor(reinterpret_cast<cute::TmaDescriptor const*>(&args.tma_sfa));
       }
       constexpr uint64_t kHint = static_cast<uint64_t>(cute::TMA::CacheHintSm90::EVICT_NORMAL);
-      // The scales' TMA box is kSfaFloats wide: its bytes, not the stage's 128-byte padded slot (kSfaBytes).
-      uint32_t const stage_tx = T::kABytes + T::kBBytes + (args.sfa_mn_major ? T::kSfaFloats * 4 : 0);
       int const a_rows = T::kBlockM / args.cluster_n;  // rows of A this CTA loads
       int const b_rows = T::kBlockN / args.cluster_m;
       int const a_offset = args.cluster_n > 1 ? rank_in_cluster() * a_rows : 0;
@@ -124,7 +122,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
       auto produce = [&](auto const& next_unit, auto mn_major, auto paired) {
         constexpr bool kMnMajor = decltype(mn_major)::value;
         constexpr bool kPaired = decltype(paired)::value;
-        uint32_t const tx = kMnMajor ? stage_tx : T::kABytes + T::kBBytes;
+        // The scales' TMA box is kSfaFloats wide: its bytes, not the stage's 128-byte padded slot (kSfaBytes).
+        constexpr uint32_t kStageTx = T::kABytes + T::kBBytes + (kMnMajor ? T::kSfaFloats * 4 : 0);
         for (int u = cluster_index(args.cluster_size); u < args.work_units; u += cluster_count(args.cluster_size)) {
           WorkUnit w;
           if (!next_unit(u, w)) continue;
@@ -153,7 +152,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) fp8_gemm_kernel(__grid_constan
             }
 #endif
             if (lane == 0) {
-              full[stage].arrive_and_expect_tx(tx);
+              full[stage].arrive_and_expect_tx(kStageTx);
               uint8_t* a_dst = smem_a + stage * T::kABytes + (kPaired ? a_offset * kBlockK : 0);
               uint8_t* b_dst = smem_b + stage * T::kBBytes + (kPaired ? b_offset * kBlockK : 0);
               if (kPaired && args.cluster_n > 1) {
