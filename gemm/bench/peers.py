@@ -147,8 +147,8 @@ def cutlass_calls(problem: GemmProblem, arch, sets: Sequence[tuple]) -> list[Pee
 def sm90_calls(problem: GemmProblem, arch, sets: Sequence[tuple], keep: int) -> list[PeerCall]:
     """The Hopper kernel's default params (peer ``sm90_default``) and the ``keep`` candidates of its space the
     cost model ranks fastest (``sm90_sweep``; ``gemm tune --prune aggressive`` keeps 12 the same way), each
-    built (or its build error). The libraries are compiled in parallel first (``gemm.kernels.prebuild``), then bound to the
-    point one by one from the cache."""
+    built (or its build error). The libraries are compiled in parallel first (``gemm.kernels.prebuild``),
+    then bound to the point one by one from the cache."""
     from gemm.kernels.prebuild import prebuild
     from gemm.kernels.sm90.backend import Sm90Backend
     from gemm.tuner.model.choice import rank
